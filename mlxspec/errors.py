@@ -1,0 +1,25 @@
+"""User-facing errors: each becomes one clear line and a non-zero exit in the CLI."""
+
+
+class MlxspecError(Exception):
+    """Base class for errors caused by the user's input or environment, not by a bug."""
+
+
+class ModelNotFoundError(MlxspecError):
+    pass
+
+
+class ModelLoadError(MlxspecError):
+    """Corrupt or incomplete weights, unreadable config."""
+
+
+class TokenizerMismatchError(MlxspecError):
+    pass
+
+
+class InvalidParameterError(MlxspecError):
+    pass
+
+
+class HeadLoadError(MlxspecError):
+    """A draft-head file is corrupt or belongs to another model."""
