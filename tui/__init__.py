@@ -1,0 +1,1 @@
+"""mlxspec chat: the Textual terminal app (installed as mlxspec.tui)."""
