@@ -1,0 +1,249 @@
+"""The generation engine: plain and speculative decoding over one target model.
+
+Token flow (S = every token so far; the target cache holds S[:-1], S[-1] is pending):
+  round:  draft = drafter.propose(k)          guesses that continue S
+          logits = target.forward([S[-1]] + draft)
+          n, nxt = verify(logits, draft)      n drafts kept, nxt from the target
+          target.trim(len(draft) - n); drafter.commit(n, nxt); S += draft[:n] + [nxt]
+  plain:  logits = target.forward([S[-1]]); nxt = pick(logits); drafter.extend([nxt])
+The KV cache survives between calls: a new call reuses the longest common prefix.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator, Optional, Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from mlxspec.drafters.base import Drafter
+from mlxspec.errors import InvalidParameterError
+from mlxspec.governor import Governor
+from mlxspec.response import GenerationResponse, SpecStats
+from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
+from mlxspec.target import TargetRunner
+from mlxspec.text import StopMatcher
+from mlxspec.verify import verify_greedy, verify_sampling
+
+DEFAULT_NUM_DRAFT = 4
+MAX_TOKENS_LIMIT = 1_000_000
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Engine:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        drafter: Optional[Drafter] = None,
+        model_name: str = "model",
+        draft_name: str = "none",
+        max_context: Optional[int] = None,
+        num_draft: int = DEFAULT_NUM_DRAFT,
+        adaptive: bool = True,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.drafter = drafter
+        self.model_name = model_name
+        self.draft_name = draft_name if drafter is not None else "none"
+        self.max_context = max_context
+        self.num_draft = num_draft
+        self.adaptive = adaptive
+        self.plain_step_s: Optional[float] = None  # measured this session
+        self._runner: Optional[TargetRunner] = None
+        self._cached: list[int] = []  # tokens whose KV the target cache holds
+        self._drafter_ready = False
+
+    # -- prompts -------------------------------------------------------------------
+    @property
+    def plain_tps(self) -> Optional[float]:
+        return 1.0 / self.plain_step_s if self.plain_step_s else None
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        tok = self.tokenizer
+        if not getattr(tok, "has_chat_template", False):
+            text = "\n".join(m["content"] for m in messages)
+            return tok.encode(text)
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def encode_prompt(self, text: str, chat_template: bool = True) -> list[int]:
+        if not text or not text.strip():
+            raise InvalidParameterError("the prompt is empty")
+        if chat_template and getattr(self.tokenizer, "has_chat_template", False):
+            return self.encode_chat([{"role": "user", "content": text}])
+        return list(self.tokenizer.encode(text))
+
+    # -- state -----------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the cached conversation (next call prefills from scratch)."""
+        self._runner = None
+        self._cached = []
+        self._drafter_ready = False
+
+    def _runner_for(self, use_drafter: bool) -> TargetRunner:
+        if self._runner is None:
+            self._runner = (
+                self.drafter.make_target_runner(self.model) if use_drafter else TargetRunner(self.model)
+            )
+            self._cached = []
+        return self._runner
+
+    def _prefill(self, runner: TargetRunner, prompt: list[int]) -> mx.array:
+        keep = min(_common_prefix(self._cached, prompt), len(prompt) - 1)
+        runner.trim(runner.length - keep)
+        self._cached = prompt[:keep]
+        logits = runner.prefill(prompt[keep:])
+        self._cached = list(prompt)
+        return logits
+
+    def _check(self, prompt: list[int], max_tokens: int) -> None:
+        if not prompt:
+            raise InvalidParameterError("the prompt is empty")
+        if not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise InvalidParameterError(f"max tokens must be a positive integer, got {max_tokens}")
+        if max_tokens > MAX_TOKENS_LIMIT:
+            raise InvalidParameterError(f"max tokens {max_tokens} is absurd (limit {MAX_TOKENS_LIMIT})")
+        if self.max_context and len(prompt) >= self.max_context:
+            raise InvalidParameterError(
+                f"the prompt has {len(prompt)} tokens; the model's context is {self.max_context}"
+            )
+
+    # -- generation ------------------------------------------------------------------
+    def stream(
+        self,
+        prompt: list[int],
+        params: SamplingParams = SamplingParams(),
+        max_tokens: int = 256,
+        seed: Optional[int] = None,
+        num_draft: Optional[int] = None,
+        stop: Sequence[str] = (),
+        speculative: bool = True,
+    ) -> Iterator[GenerationResponse]:
+        prompt = list(prompt)
+        params = params.validated()
+        self._check(prompt, max_tokens)
+        k0 = self.num_draft if num_draft is None else num_draft
+        if k0 < 0 or k0 > 64:
+            raise InvalidParameterError(f"num-draft must be in 0..64, got {k0}")
+        use_drafter = speculative and self.drafter is not None and k0 > 0
+        if self.max_context:
+            max_tokens = min(max_tokens, self.max_context - len(prompt))
+        rng = np.random.default_rng(seed)
+        stats = SpecStats(method=self.draft_name if use_drafter else "plain")
+        gov = Governor(k0, 2 * k0 + 2, self.plain_step_s, adaptive=self.adaptive)
+        eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
+        detok = self.tokenizer.detokenizer
+        detok.reset()
+        stops = StopMatcher(stop)
+
+        if self._runner is not None and use_drafter != self._drafter_ready:
+            self.reset()  # the drafter may own the runner; switch cleanly
+        runner = self._runner_for(use_drafter)
+        self._runner = None  # marked dirty until this call leaves a consistent state
+        mx.reset_peak_memory()
+        t_start = time.perf_counter()
+        logits = self._prefill(runner, prompt)
+        seq = list(prompt)
+        nxt = self._pick(np.array(logits)[None], seq, params, rng)
+        if use_drafter:
+            self.drafter.reset(prompt, runner)
+            self.drafter.extend([nxt])
+        self._drafter_ready = use_drafter
+        t_gen = time.perf_counter()
+        prompt_tps = len(prompt) / max(t_gen - t_start, 1e-9)
+        seq.append(nxt)
+        self._runner = runner
+        pending: list[tuple[int, bool]] = [(nxt, False)]
+        produced = 0
+
+        def respond(token, from_draft, text, finish):
+            elapsed = max(time.perf_counter() - t_gen, 1e-9)
+            stats.draft_vocab = self.drafter.vocab_size_in_use if use_drafter else None
+            stats.fallback = use_drafter and gov.paused
+            return GenerationResponse(
+                text=text,
+                token=token,
+                from_draft=from_draft,
+                prompt_tokens=len(prompt),
+                prompt_tps=prompt_tps,
+                generation_tokens=produced,
+                generation_tps=produced / elapsed,
+                peak_memory=mx.get_peak_memory() / 1e9,
+                stats=stats,
+                finish_reason=finish,
+            )
+
+        while True:
+            for token, from_draft in pending:
+                produced += 1
+                if token in eos:
+                    yield respond(token, from_draft, stops.flush(detok), "stop")
+                    return
+                detok.add_token(token)
+                text, hit = stops.feed(detok.last_segment)
+                if hit:
+                    yield respond(token, from_draft, text, "stop")
+                    return
+                if produced >= max_tokens:
+                    yield respond(token, from_draft, text + stops.flush(detok), "length")
+                    return
+                yield respond(token, from_draft, text, None)
+            room = max_tokens - produced
+            if self.max_context:
+                room = min(room, self.max_context - len(seq) - 1)
+            self._runner = None
+            if use_drafter and gov.use_speculation() and room > 1:
+                pending = self._round(runner, seq, params, rng, gov, stats, min(gov.k, room - 1))
+            else:
+                pending = self._plain_step(runner, seq, params, rng, gov, stats, use_drafter)
+            self._runner = runner
+            self._cached = seq[:-1]
+            self.plain_step_s = gov.plain_step_s
+
+    def _pick(self, logits: np.ndarray, context: list[int], params, rng) -> int:
+        if params.greedy:
+            return greedy_token(logits[-1], context, params)
+        return sample(probs_from_logits(logits[-1], context, params), rng)
+
+    def _plain_step(self, runner, seq, params, rng, gov, stats, use_drafter):
+        t0 = time.perf_counter()
+        logits = np.array(runner.forward([seq[-1]]))
+        nxt = self._pick(logits, seq, params, rng)
+        gov.record_plain(time.perf_counter() - t0)
+        stats.plain_steps += 1
+        seq.append(nxt)
+        if use_drafter:
+            self.drafter.extend([nxt])
+        return [(nxt, False)]
+
+    def _round(self, runner, seq, params, rng, gov, stats, k):
+        t0 = time.perf_counter()
+        draft = self.drafter.propose(k, params, rng)
+        drafts = list(draft.tokens)[:k]
+        if not drafts:  # the drafter declined: plain step, drafter still informed
+            return self._plain_step(runner, seq, params, rng, gov, stats, True)
+        logits = np.array(runner.forward([seq[-1]] + drafts))
+        if params.greedy:
+            n, nxt = verify_greedy(logits, drafts, seq, params)
+        else:
+            n, nxt = verify_sampling(logits, drafts, draft.probs, seq, params, rng)
+        runner.trim(len(drafts) - n)
+        self.drafter.commit(n, nxt)
+        gov.record_round(time.perf_counter() - t0, len(drafts), n)
+        stats.rounds += 1
+        stats.drafted += len(drafts)
+        stats.accepted += n
+        seq.extend(drafts[:n])
+        seq.append(nxt)
+        return [(t, True) for t in drafts[:n]] + [(nxt, False)]

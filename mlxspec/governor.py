@@ -1,0 +1,82 @@
+"""Adaptive draft length and the fall-back to plain decoding.
+
+Draft length grows after a fully accepted round and shrinks after an early rejection.
+Speculation pays only if tokens per second over rounds beats a plain single-token
+forward; both are measured as they happen, and when speculation loses it is paused
+for a while (longer each time it keeps losing), then probed again.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+_EMA = 0.3
+_MIN_ROUNDS = 4  # rounds measured before judging
+_MARGIN = 0.95  # speculation must reach this fraction of the plain rate
+_PAUSE_MIN, _PAUSE_MAX = 16, 256
+_CALIBRATION_STEPS = 2
+
+
+class Governor:
+    def __init__(self, num_draft: int, max_draft: int, plain_step_s: Optional[float] = None, adaptive: bool = True):
+        self.k = max(1, num_draft)
+        self.max_k = max(self.k, max_draft)
+        self.adaptive = adaptive
+        self.plain_step_s = plain_step_s  # best recent single-token target forward
+        self._round_s: Optional[float] = None
+        self._round_tokens: Optional[float] = None
+        self._rounds = 0
+        self._pause_left = 0
+        self._pause_len = _PAUSE_MIN
+        # A timing carried over from an earlier call counts as calibrated.
+        self._plain_samples = _CALIBRATION_STEPS if plain_step_s is not None else 0
+
+    # -- measurements --------------------------------------------------------------
+    def record_plain(self, seconds: float) -> None:
+        self._plain_samples += 1
+        if self._pause_left > 0:
+            self._pause_left -= 1
+        s = self.plain_step_s
+        # The minimum tracks the machine's true speed; the EMA lets it drift upwards
+        # if the machine gets slower (long contexts).
+        self.plain_step_s = seconds if s is None else min(seconds, (1 - _EMA) * s + _EMA * seconds)
+
+    def record_round(self, seconds: float, drafted: int, accepted: int) -> None:
+        tokens = accepted + 1
+        if self._round_s is None:
+            self._round_s, self._round_tokens = seconds, float(tokens)
+        else:
+            self._round_s = (1 - _EMA) * self._round_s + _EMA * seconds
+            self._round_tokens = (1 - _EMA) * self._round_tokens + _EMA * tokens
+        self._rounds += 1
+        if self.adaptive and drafted > 0:
+            if accepted == drafted and drafted >= self.k:
+                self.k = min(self.k + 1, self.max_k)
+            elif accepted < drafted // 2:
+                self.k = max(1, self.k - 1)
+        self._judge()
+
+    def _judge(self) -> None:
+        if not self.adaptive or self.plain_step_s is None or self._rounds < _MIN_ROUNDS:
+            return
+        spec_rate = self._round_tokens / self._round_s
+        plain_rate = 1.0 / self.plain_step_s
+        if spec_rate < _MARGIN * plain_rate:
+            self._pause_left = self._pause_len
+            self._pause_len = min(2 * self._pause_len, _PAUSE_MAX)
+            self._round_s = self._round_tokens = None
+            self._rounds = 0
+        else:
+            self._pause_len = _PAUSE_MIN
+
+    # -- decisions -----------------------------------------------------------------
+    @property
+    def needs_plain_sample(self) -> bool:
+        """Too few plain-step timings (the first forward after prefill runs cold)."""
+        return self.adaptive and (self.plain_step_s is None or self._plain_samples < _CALIBRATION_STEPS)
+
+    @property
+    def paused(self) -> bool:
+        return self._pause_left > 0
+
+    def use_speculation(self) -> bool:
+        return not (self.needs_plain_sample or self.paused)

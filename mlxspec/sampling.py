@@ -1,0 +1,118 @@
+"""Logit processing shared by the target (p) and every drafter (q).
+
+Speculative sampling is exact only if p and q are built by the same rule, so both sides
+call `probs_from_logits` / `greedy_token` here. Work is in float64 numpy on host: one
+row is at most a few hundred thousand floats, and exact arithmetic keeps the rejection
+rule honest.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import numpy as np
+
+from mlxspec.errors import InvalidParameterError
+
+_TOP_P_CANDIDATES = 4096  # sort only this many before falling back to a full sort
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temp: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: Optional[float] = None
+    repetition_context_size: int = 64
+
+    @property
+    def greedy(self) -> bool:
+        return self.temp == 0.0
+
+    def validated(self) -> "SamplingParams":
+        if not isinstance(self.temp, (int, float)) or math.isnan(self.temp) or self.temp < 0:
+            raise InvalidParameterError(f"temperature must be >= 0, got {self.temp}")
+        if self.temp > 100:
+            raise InvalidParameterError(f"temperature {self.temp} is absurd (use 0-2)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise InvalidParameterError(f"top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise InvalidParameterError(f"top-k must be >= 0, got {self.top_k}")
+        rp = self.repetition_penalty
+        if rp is not None and not (0.0 < rp <= 10.0):
+            raise InvalidParameterError(f"repetition penalty must be in (0, 10], got {rp}")
+        if self.repetition_context_size < 1:
+            raise InvalidParameterError("repetition context size must be >= 1")
+        return replace(self, temp=float(self.temp), top_p=float(self.top_p))
+
+
+def penalize(logits: np.ndarray, context: Sequence[int], params: SamplingParams) -> np.ndarray:
+    """CTRL-style repetition penalty over the last tokens of `context` (returns a copy)."""
+    out = np.array(logits, dtype=np.float64)
+    rp = params.repetition_penalty
+    if rp is None or rp == 1.0 or not context:
+        return out
+    ids = np.unique(np.asarray(context[-params.repetition_context_size :], dtype=np.int64))
+    ids = ids[ids < out.shape[0]]
+    vals = out[ids]
+    out[ids] = np.where(vals < 0, vals * rp, vals / rp)
+    return out
+
+
+def greedy_token(logits: np.ndarray, context: Sequence[int], params: SamplingParams) -> int:
+    return int(np.argmax(penalize(logits, context, params)))
+
+
+def _top_p_mask(probs: np.ndarray, top_p: float) -> np.ndarray:
+    """Keep the smallest set of most likely tokens whose mass reaches top_p."""
+    n = probs.shape[0]
+    cand = np.argpartition(probs, -_TOP_P_CANDIDATES)[-_TOP_P_CANDIDATES:] if n > _TOP_P_CANDIDATES else np.arange(n)
+    order = cand[np.argsort(-probs[cand], kind="stable")]
+    csum = np.cumsum(probs[order])
+    if csum[-1] < top_p and order.shape[0] < n:
+        order = np.argsort(-probs, kind="stable")
+        csum = np.cumsum(probs[order])
+    cut = int(np.searchsorted(csum, top_p)) + 1  # include the token that crosses top_p
+    keep = np.zeros(n, dtype=bool)
+    keep[order[:cut]] = True
+    return keep
+
+
+def probs_from_logits(logits: np.ndarray, context: Sequence[int], params: SamplingParams) -> np.ndarray:
+    """The distribution to sample from at temp > 0: penalty, temperature, top-k, top-p."""
+    x = penalize(logits, context, params) / params.temp
+    if 0 < params.top_k < x.shape[0]:
+        kth = np.partition(x, -params.top_k)[-params.top_k]
+        x[x < kth] = -np.inf
+    x -= np.max(x)
+    probs = np.exp(x)
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        probs = np.where(_top_p_mask(probs, params.top_p), probs, 0.0)
+        probs /= probs.sum()
+    return probs
+
+
+def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
+    csum = np.cumsum(probs)
+    idx = int(np.searchsorted(csum, rng.random() * csum[-1], side="right"))
+    return min(idx, probs.shape[0] - 1)
+
+
+def max_prob(logits: np.ndarray) -> float:
+    """Confidence of a greedy pick: the softmax's largest probability."""
+    x = np.asarray(logits, dtype=np.float64)
+    return float(1.0 / np.exp(x - x.max()).sum())
+
+
+def fit_vocab(logits: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Cut or pad (with -inf) a drafter's logits to the target's vocabulary size; padded
+    embedding rows differ between family members (Qwen's do)."""
+    n = logits.shape[-1]
+    if n == vocab_size:
+        return logits
+    if n > vocab_size:
+        return logits[..., :vocab_size]
+    pad = np.full(logits.shape[:-1] + (vocab_size - n,), -np.inf, dtype=logits.dtype)
+    return np.concatenate([logits, pad], axis=-1)
