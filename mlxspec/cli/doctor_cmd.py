@@ -1,8 +1,65 @@
-"""Placeholder: replaced by the module that implements `mlxspec doctor`."""
+"""`mlxspec doctor`: what backend, device and BLAS this machine gives MLX."""
+from __future__ import annotations
+
+import platform
+import time
+
 import click
+
+
+def measure_gflops(n: int = 1024, reps: int = 10) -> float:
+    import mlx.core as mx
+
+    a = mx.random.normal((n, n))
+    b = mx.random.normal((n, n))
+    mx.eval(a @ b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        mx.eval(a @ b)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def machine_info() -> dict:
+    from importlib.metadata import version
+
+    import mlx.core as mx
+
+    from mlxspec import __version__
+    from mlxspec._blas import STATUS
+
+    def v(pkg):
+        try:
+            return version(pkg)
+        except Exception:
+            return "not installed"
+
+    return {
+        "mlxspec": __version__,
+        "mlx": v("mlx"),
+        "mlx-lm": v("mlx-lm"),
+        "numpy": v("numpy"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "device": str(mx.default_device()),
+        "metal": bool(mx.metal.is_available()),
+        "cuda": bool(getattr(mx, "cuda", None) and mx.cuda.is_available()),
+        "blas": STATUS["blas"],
+        "blas_path": STATUS["path"],
+        "blas_error": STATUS["error"],
+    }
 
 
 @click.command("doctor")
 def doctor():
-    """Not implemented yet."""
-    raise click.ClickException("not implemented yet")
+    """Print backend, device, BLAS in use (measured GFLOP/s) and versions."""
+    info = machine_info()
+    info["matmul_gflops_f32_1024"] = round(measure_gflops(), 1)
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if value is not None:
+            click.echo(f"{key:<{width}}  {value}")
+    if info["blas"] != "openblas" and not info["metal"] and "linux" in info["platform"].lower():
+        click.echo("note: MLX is using its slow reference BLAS; speculative decoding will not pay off "
+                   "(pip install cmeel-openblas)", err=True)
