@@ -130,7 +130,7 @@ class Engine:
         stop: Sequence[str] = (),
         speculative: bool = True,
     ) -> Iterator[GenerationResponse]:
-        prompt = list(prompt)
+        prompt = [int(t) for t in prompt]
         params = params.validated()
         self._check(prompt, max_tokens)
         k0 = self.num_draft if num_draft is None else num_draft

@@ -1,0 +1,159 @@
+"""Speculative decoding on tiny random models: lossless greedy, rewind, cache reuse."""
+import numpy as np
+import pytest
+
+from mlxspec.drafters.model_drafter import ModelDrafter
+from mlxspec.engine import Engine
+from mlxspec.sampling import SamplingParams
+from mlxspec.target import TargetRunner
+from tiny import CharTokenizer, perturbed_copy, tiny_model
+
+V = 64
+
+
+def tokens_of(engine, prompt, n=40, **kw):
+    params = kw.pop("params", SamplingParams())
+    return [r.token for r in engine.stream(prompt, params, max_tokens=n, **kw)]
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tiny_model(V, layers=2, hidden=64, scale=3.0, seed=0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8])
+def test_greedy_speculative_equals_plain(seed, k):
+    arch = "qwen2" if seed % 2 else "llama"
+    target = tiny_model(V, layers=2, hidden=48, scale=3.0, seed=seed, arch=arch)
+    draft = perturbed_copy(target, noise=0.02 * (1 + seed % 3), seed=100 + seed)
+    tok = CharTokenizer(V)
+    prompt = list(np.random.default_rng(seed).integers(0, V, size=3 + seed))
+    ref = tokens_of(Engine(target, tok), prompt)
+    for adaptive in (False, True):
+        engine = Engine(target, tok, ModelDrafter(draft, V), num_draft=k, draft_name="d", adaptive=adaptive)
+        assert tokens_of(engine, prompt) == ref
+
+
+def test_speculation_actually_ran(target):
+    """Guards the equality test above: drafts were proposed and some were accepted."""
+    draft = perturbed_copy(target, 0.02)
+    engine = Engine(target, CharTokenizer(V), ModelDrafter(draft, V), num_draft=4, draft_name="d", adaptive=False)
+    last = list(engine.stream([1, 2, 3], SamplingParams(), max_tokens=40))[-1]
+    assert last.stats.rounds > 0 and 0 < last.stats.accepted < last.stats.drafted
+
+
+def test_self_drafting_accepts_everything(target):
+    engine = Engine(target, CharTokenizer(V), ModelDrafter(target, V, min_confidence=0.0),
+                    num_draft=4, draft_name="self", adaptive=False)
+    out = list(engine.stream([5, 6, 7], SamplingParams(), max_tokens=41))
+    s = out[-1].stats
+    assert s.drafted > 0 and s.accepted == s.drafted
+    assert s.mean_accepted_length == pytest.approx(5.0)
+    assert sum(r.from_draft for r in out) == s.accepted
+
+
+def test_repetition_penalty_stays_lossless(target):
+    params = SamplingParams(repetition_penalty=1.3)
+    tok = CharTokenizer(V)
+    ref = tokens_of(Engine(target, tok), [1, 2, 3], params=params)
+    assert ref != tokens_of(Engine(target, tok), [1, 2, 3])  # the penalty matters here
+    spec = Engine(target, tok, ModelDrafter(perturbed_copy(target, 0.02), V), num_draft=3, draft_name="d")
+    assert tokens_of(spec, [1, 2, 3], params=params) == ref
+
+
+def test_draft_with_padded_vocab_is_lossless(target):
+    """Family members can pad their embeddings differently (Qwen does)."""
+    big = tiny_model(V + 16, layers=1, hidden=32, seed=3)
+    tok = CharTokenizer(V)
+    ref = tokens_of(Engine(target, tok), [9, 8, 7])
+    spec = Engine(target, tok, ModelDrafter(big, V), num_draft=4, draft_name="d", adaptive=False)
+    out = tokens_of(spec, [9, 8, 7])
+    assert out == ref and max(out) < V
+
+
+def test_cache_rewind_matches_fresh_forward(target):
+    runner = TargetRunner(target)
+    runner.prefill([1, 2, 3, 4])
+    runner.forward([5, 6, 7])
+    runner.trim(3)
+    assert runner.length == 4 and all(c.offset == 4 for c in runner.cache)
+    rewound = np.array(runner.forward([9, 10]))
+    fresh = TargetRunner(target)
+    fresh.prefill([1, 2, 3, 4])
+    expected = np.array(fresh.forward([9, 10]))
+    np.testing.assert_allclose(rewound, expected, atol=1e-4)
+
+
+def test_chunked_prefill_matches_one_shot(target):
+    prompt = list(range(1, 40))
+    a = TargetRunner(target).prefill(prompt, chunk_size=7)
+    b = TargetRunner(target).prefill(prompt, chunk_size=512)
+    np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)
+
+
+def test_cache_is_reused_across_calls(target):
+    """A second call extending the first call's sequence reuses the cache and still
+    gives exactly what a fresh engine gives."""
+    tok = CharTokenizer(V)
+    draft = perturbed_copy(target, 0.02)
+    engine = Engine(target, tok, ModelDrafter(draft, V), num_draft=3, draft_name="d")
+    first = tokens_of(engine, [1, 2, 3], n=12)
+    follow = [1, 2, 3] + first + [4, 5]
+    again = list(engine.stream(follow, SamplingParams(), max_tokens=12))
+    assert again[0].prompt_tps > 0
+    fresh = tokens_of(Engine(target, tok), follow, n=12)
+    assert [r.token for r in again] == fresh
+    # a diverging prompt (edited history) is also handled
+    edited = [1, 2, 9] + first
+    assert tokens_of(engine, edited, n=12) == tokens_of(Engine(target, tok), edited, n=12)
+
+
+def test_closing_the_stream_leaves_engine_usable(target):
+    tok = CharTokenizer(V)
+    engine = Engine(target, tok, ModelDrafter(perturbed_copy(target, 0.02), V), num_draft=4, draft_name="d")
+    gen = engine.stream([1, 2, 3], SamplingParams(), max_tokens=40)
+    for _ in range(5):
+        next(gen)
+    gen.close()
+    assert tokens_of(engine, [4, 5, 6]) == tokens_of(Engine(target, tok), [4, 5, 6])
+
+
+def test_eos_and_max_tokens(target):
+    tok = CharTokenizer(V)
+    ref = tokens_of(Engine(target, tok), [1, 2, 3], n=30)
+    eos = ref[10]
+    first = ref.index(eos)
+    out = list(Engine(target, CharTokenizer(V, eos=eos)).stream([1, 2, 3], SamplingParams(), max_tokens=30))
+    assert [r.token for r in out] == ref[: first + 1]
+    assert out[-1].finish_reason == "stop"
+    out = list(Engine(target, tok).stream([1, 2, 3], SamplingParams(), max_tokens=7))
+    assert len(out) == 7 and out[-1].finish_reason == "length"
+
+
+def test_stop_string_truncates_text(target):
+    tok = CharTokenizer(V)
+    text = "".join(r.text for r in Engine(target, tok).stream([1, 2, 3], SamplingParams(), max_tokens=30))
+    stop = text[8:10]
+    cut = text.index(stop)
+    out = list(Engine(target, tok).stream([1, 2, 3], SamplingParams(), max_tokens=30, stop=[stop]))
+    assert "".join(r.text for r in out) == text[:cut]
+    assert out[-1].finish_reason == "stop"
+
+
+def test_context_limit_is_enforced(target):
+    from mlxspec.errors import InvalidParameterError
+
+    engine = Engine(target, CharTokenizer(V), max_context=16)
+    with pytest.raises(InvalidParameterError, match="context"):
+        list(engine.stream(list(range(20)), SamplingParams(), max_tokens=4))
+    out = list(engine.stream(list(range(10)), SamplingParams(), max_tokens=100))
+    assert len(out) <= 6
+
+
+@pytest.mark.parametrize("bad", [dict(max_tokens=0), dict(max_tokens=-3), dict(num_draft=-1)])
+def test_bad_parameters_raise(target, bad):
+    from mlxspec.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError):
+        list(Engine(target, CharTokenizer(V)).stream([1, 2], SamplingParams(), **bad))
