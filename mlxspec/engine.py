@@ -19,6 +19,7 @@ import numpy as np
 from mlxspec.drafters.base import Drafter
 from mlxspec.errors import InvalidParameterError
 from mlxspec.governor import Governor
+from mlxspec.prompting import encode_chat
 from mlxspec.response import GenerationResponse, SpecStats
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
 from mlxspec.target import TargetRunner
@@ -68,14 +69,7 @@ class Engine:
         return 1.0 / self.plain_step_s if self.plain_step_s else None
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
-        tok = self.tokenizer
-        if not getattr(tok, "has_chat_template", False):
-            text = "\n".join(m["content"] for m in messages)
-            return tok.encode(text)
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict):  # some tokenizers return a BatchEncoding
-            ids = ids["input_ids"]
-        return list(ids)
+        return encode_chat(self.tokenizer, messages)
 
     def encode_prompt(self, text: str, chat_template: bool = True) -> list[int]:
         if not text or not text.strip():

@@ -1,8 +1,160 @@
-"""Placeholder: replaced by the module that implements `mlxspec bench`."""
+"""`mlxspec bench`: table on stdout, progress on stderr, --json/--csv to files."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
 import click
+
+from mlxspec.cli.common import setup_logging
+
+
+def _atomic_write(path: str, text: str) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def build_methods(target, draft_spec, num_draft, top_p, only):
+    from mlxspec import loading
+    from mlxspec.bench import mlx_lm_method, mlxspec_method
+    from mlxspec.drafters.model_drafter import ModelDrafter
+    from mlxspec.engine import Engine
+
+    def engine(drafter, name):
+        return Engine(target.model, target.tokenizer, drafter, model_name=target.name,
+                      draft_name=name, max_context=target.max_context, num_draft=num_draft)
+
+    methods = [
+        mlx_lm_method("mlx-lm plain", target.model, target.tokenizer, top_p=top_p),
+        mlxspec_method("mlxspec plain", engine(None, "none"), top_p),
+    ]
+    if draft_spec is None:
+        draft_spec = loading._suggested_draft(target.name)
+    if draft_spec and draft_spec != "none":
+        draft = loading.load_model(draft_spec)
+        loading.check_tokenizers(target, draft)
+        methods.append(mlx_lm_method(f"mlx-lm spec ({draft.name}, k={num_draft})", target.model,
+                                     target.tokenizer, draft.model, num_draft, top_p))
+        drafter = ModelDrafter(draft.model, target.vocab_size, label=f"draft:{draft.name}")
+        methods.append(mlxspec_method(f"mlxspec draft ({draft.name})", engine(drafter, drafter.name), top_p))
+    for name, drafter in _head_drafters(target).items():
+        methods.append(mlxspec_method(f"mlxspec {name}", engine(drafter, name), top_p))
+    if only:
+        wanted = [w.strip() for w in only.split(",")]
+        methods = [m for m in methods if m.name in ("mlx-lm plain", "mlxspec plain")
+                   or any(w in m.name for w in wanted)]
+    return methods
+
+
+def _head_drafters(target) -> dict:
+    """Every head variant the head module offers (e.g. full / static / dynamic vocab)."""
+    try:
+        from mlxspec.drafters import head
+    except ImportError:
+        return {}
+    if not head.find_heads(target.path):
+        return {}
+    variants = getattr(head, "bench_variants", None)
+    if variants is not None:
+        return variants(target.model, target.tokenizer, target.path)
+    from mlxspec import loading
+
+    drafter = loading._head_drafter(target, required=False)
+    return {"head": drafter} if drafter else {}
 
 
 @click.command("bench")
-def bench():
-    """Not implemented yet."""
-    raise click.ClickException("not implemented yet")
+@click.option("-m", "--model", default=None, help="Target model (default: smollm2-135m-instruct).")
+@click.option("--draft", default=None, help="Draft model for the separate-draft methods "
+              "(default: the registry's partner; 'none' to skip).")
+@click.option("--methods", "only", default=None, help="Comma list of method-name substrings to run "
+              "(the plain baselines always run).")
+@click.option("--prompts", "prompt_set", type=click.Choice(["default", "topic-switch"]), default="default",
+              show_default=True)
+@click.option("-n", "--max-tokens", type=int, default=64, show_default=True)
+@click.option("--reps", type=int, default=2, show_default=True, help="Measured repetitions per prompt.")
+@click.option("--warmup/--no-warmup", default=True, show_default=True)
+@click.option("--temps", default="0,0.7", show_default=True, help="Comma list of temperatures.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--num-draft", type=int, default=4, show_default=True)
+@click.option("--json", "json_path", default=None, help="Write every run and the table as JSON here.")
+@click.option("--csv", "csv_path", default=None, help="Write the table as CSV here.")
+def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, json_path, csv_path):
+    """Benchmark mlxspec's methods against plain decoding and mlx-lm, in one run."""
+    from mlxspec import loading
+    from mlxspec.bench import format_table, run_once, summarize
+    from mlxspec.bench_prompts import SETS
+    from mlxspec.cli.doctor_cmd import machine_info, measure_gflops
+    from mlxspec.errors import InvalidParameterError
+    from mlxspec.prompting import encode_chat
+
+    setup_logging()
+    try:
+        temp_list = [float(t) for t in temps.split(",") if t.strip()]
+    except ValueError:
+        raise InvalidParameterError(f"--temps must be a comma list of numbers, got {temps!r}") from None
+    if not temp_list or any(t < 0 for t in temp_list):
+        raise InvalidParameterError("--temps needs temperatures >= 0")
+    if max_tokens < 2 or reps < 1:
+        raise InvalidParameterError("bench needs --max-tokens >= 2 and --reps >= 1")
+    target = loading.load_model(model)
+    methods = build_methods(target, draft, num_draft, top_p, only)
+    prompts = {name: encode_chat(target.tokenizer, msgs) for name, msgs in SETS[prompt_set].items()}
+    eos = set(target.tokenizer.eos_token_ids)
+
+    def progress(msg):
+        click.echo(msg, err=True)
+
+    if warmup:
+        first = next(iter(prompts.values()))
+        for m in methods:
+            progress(f"warm-up: {m.name}")
+            run_once(m, first, "warmup", temp_list[0], min(16, max_tokens), 0)
+    runs = []
+    total = len(temp_list) * reps * len(prompts) * len(methods)
+    t0 = time.perf_counter()
+    for temp in temp_list:
+        for rep in range(reps):
+            for i, (pname, ptoks) in enumerate(prompts.items()):
+                for m in methods:
+                    run = run_once(m, ptoks, pname, temp, max_tokens, seed=1000 * rep + i)
+                    runs.append(run)
+                    progress(f"[{len(runs)}/{total} {time.perf_counter() - t0:.0f}s] {m.name} temp={temp:g} "
+                             f"{pname} rep {rep + 1}: {run.tps:.2f} tok/s")
+    rows = summarize(runs, methods, baseline="mlx-lm plain", reference="mlxspec plain", eos=eos)
+    info = machine_info()
+    info["matmul_gflops_f32_1024"] = round(measure_gflops(), 1)
+    header = (f"model {target.name}, prompts {prompt_set} ({', '.join(prompts)}), {max_tokens} tokens, "
+              f"{reps} reps, top-p {top_p}, device {info['device']}, BLAS {info['blas']} "
+              f"({info['matmul_gflops_f32_1024']} GFLOP/s)")
+    click.echo(header)
+    click.echo(format_table(rows, "mlx-lm plain"))
+    if json_path:
+        doc = {"header": header, "machine": info, "settings": dict(
+            model=target.name, prompts=prompt_set, max_tokens=max_tokens, reps=reps, temps=temp_list,
+            top_p=top_p, num_draft=num_draft), "rows": [dataclasses.asdict(r) for r in rows],
+            "runs": [dataclasses.asdict(r) for r in runs]}
+        _atomic_write(json_path, json.dumps(doc, indent=1))
+    if csv_path:
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        fields = [f.name for f in dataclasses.fields(rows[0].__class__)] if rows else []
+        w.writerow(fields)
+        for r in rows:
+            w.writerow([getattr(r, f) for f in fields])
+        _atomic_write(csv_path, buf.getvalue())
+    if any(r.exact == "NO" for r in rows):
+        click.echo("warning: a greedy method's output differed from plain decoding", err=True)
+        sys.exit(2)
+

@@ -1,6 +1,7 @@
 """`mlxspec` command group. Subcommands live one per module in mlxspec/cli/."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -20,6 +21,13 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (MemoryError, RuntimeError, OSError, ValueError) as exc:
+            # Failures inside MLX or the file system: one line; MLXSPEC_DEBUG=1 for the trace.
+            if os.environ.get("MLXSPEC_DEBUG"):
+                raise
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
 @click.group(cls=_Group)

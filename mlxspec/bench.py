@@ -1,0 +1,173 @@
+"""`mlxspec bench`: every method on the same prompts, in one process and one run.
+
+Methods: mlx-lm's own plain and speculative decoding (the baselines), mlxspec plain, and
+each mlxspec drafter available. Decode speed is (tokens - 1) / (time from the first to
+the last token) for every method alike, so prefill is excluded uniformly.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import mlx.core as mx
+
+from mlxspec.engine import Engine
+from mlxspec.sampling import SamplingParams
+
+
+@dataclass
+class Run:
+    method: str
+    prompt: str
+    temp: float
+    tokens: list[int]
+    tps: float
+    peak_gb: float
+    drafted: Optional[int] = None
+    accepted: Optional[int] = None
+    rounds: Optional[int] = None
+
+
+@dataclass
+class Method:
+    name: str
+    stream: Callable[[list[int], float, int, int], Iterator]  # (prompt, temp, max_tokens, seed)
+    kind: str  # "mlxspec" or "mlx-lm" (stats come from different places)
+    draft_bytes: int = 0
+    draft_k: int = 0
+    notes: dict = field(default_factory=dict)
+
+
+def _time_stream(responses) -> tuple[list, float]:
+    """Consume a response stream; decode tok/s between the first and last token."""
+    items, t_first, t_last = [], None, None
+    for r in responses:
+        now = time.perf_counter()
+        t_first = t_first or now
+        t_last = now
+        items.append(r)
+    n = len(items)
+    tps = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+    return items, tps
+
+
+def mlxspec_method(name: str, engine: Engine, top_p: float = 1.0) -> Method:
+    def stream(prompt, temp, max_tokens, seed):
+        engine.reset()  # every run prefills from scratch, like mlx-lm's
+        params = SamplingParams(temp=temp, top_p=top_p if temp > 0 else 1.0)
+        return engine.stream(prompt, params, max_tokens=max_tokens, seed=seed)
+
+    drafter = engine.drafter
+    return Method(name, stream, "mlxspec", draft_bytes=drafter.memory_bytes() if drafter else 0)
+
+
+def mlx_lm_method(name: str, model, tokenizer, draft_model=None, num_draft: int = 4,
+                  top_p: float = 1.0) -> Method:
+    from mlx_lm.generate import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    def stream(prompt, temp, max_tokens, seed):
+        mx.random.seed(seed)
+        sampler = make_sampler(temp=temp, top_p=top_p if temp > 0 else 0.0)
+        kw = dict(draft_model=draft_model, num_draft_tokens=num_draft) if draft_model is not None else {}
+        return stream_generate(model, tokenizer, mx.array(prompt), max_tokens=max_tokens, sampler=sampler, **kw)
+
+    nbytes = 0
+    if draft_model is not None:
+        from mlx.utils import tree_flatten
+
+        nbytes = sum(v.nbytes for _, v in tree_flatten(draft_model.parameters()))
+    return Method(name, stream, "mlx-lm", draft_bytes=nbytes, draft_k=num_draft)
+
+
+def run_once(method: Method, prompt: list[int], prompt_name: str, temp: float, max_tokens: int, seed: int) -> Run:
+    mx.reset_peak_memory()
+    items, tps = _time_stream(method.stream(prompt, temp, max_tokens, seed))
+    tokens = [r.token for r in items]
+    run = Run(method.name, prompt_name, temp, tokens, tps, mx.get_peak_memory() / 1e9)
+    if method.kind == "mlxspec" and items:
+        s = items[-1].stats
+        if s.rounds:
+            run.drafted, run.accepted, run.rounds = s.drafted, s.accepted, s.rounds
+    elif method.draft_k:
+        # mlx-lm drafts a fixed k per round and each round ends with one target token.
+        from_draft = sum(1 for r in items[:-1] if r.from_draft)
+        rounds = max(1, len(items) - 1 - from_draft)
+        run.drafted, run.accepted, run.rounds = rounds * method.draft_k, from_draft, rounds
+    return run
+
+
+def _strip_eos(tokens: list[int], eos: set) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[:i]
+    return tokens
+
+
+@dataclass
+class Row:
+    method: str
+    temp: float
+    tps_mean: float
+    tps_sd: float
+    speedup: float
+    acceptance: Optional[float]
+    mean_accepted_length: Optional[float]
+    peak_gb: float
+    draft_mb: float
+    exact: str  # "yes" / "NO" for greedy, "n/a" sampled
+    runs: int
+
+
+def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: str, eos: set) -> list[Row]:
+    rows = []
+    temps = sorted({r.temp for r in runs})
+    for temp in temps:
+        base = [r.tps for r in runs if r.method == baseline and r.temp == temp]
+        base_tps = statistics.mean(base) if base else float("nan")
+        ref = {r.prompt: _strip_eos(r.tokens, eos) for r in runs if r.method == reference and r.temp == temp}
+        for m in methods:
+            mine = [r for r in runs if r.method == m.name and r.temp == temp]
+            if not mine:
+                continue
+            tps = [r.tps for r in mine]
+            drafted = sum(r.drafted or 0 for r in mine)
+            rounds = sum(r.rounds or 0 for r in mine)
+            accepted = sum(r.accepted or 0 for r in mine)
+            if temp == 0:
+                same = all(_strip_eos(r.tokens, eos) == ref.get(r.prompt) for r in mine)
+                exact = "yes" if same else "NO"
+            else:
+                exact = "n/a"
+            rows.append(Row(
+                method=m.name, temp=temp,
+                tps_mean=statistics.mean(tps), tps_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0,
+                speedup=statistics.mean(tps) / base_tps if base_tps else float("nan"),
+                acceptance=accepted / drafted if drafted else None,
+                mean_accepted_length=(accepted + rounds) / rounds if rounds else None,
+                peak_gb=max(r.peak_gb for r in mine), draft_mb=m.draft_bytes / 1e6,
+                exact=exact, runs=len(mine),
+            ))
+    return rows
+
+
+def format_table(rows: list[Row], baseline: str) -> str:
+    head = ["method", "temp", "tok/s", "speedup", "accept", "mean len", "peak GB", "draft MB", "greedy == plain"]
+    lines = [head]
+    for r in rows:
+        lines.append([
+            r.method, f"{r.temp:g}", f"{r.tps_mean:.2f} ± {r.tps_sd:.2f}", f"{r.speedup:.2f}x",
+            f"{r.acceptance:.0%}" if r.acceptance is not None else "-",
+            f"{r.mean_accepted_length:.2f}" if r.mean_accepted_length is not None else "-",
+            f"{r.peak_gb:.2f}", f"{r.draft_mb:.1f}" if r.draft_mb else "-", r.exact,
+        ])
+    widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
+    out = []
+    for j, row in enumerate(lines):
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    out.append(f"speedup is against {baseline}; tok/s is decode speed (mean ± sd over prompts and repetitions)")
+    return "\n".join(out)
