@@ -95,3 +95,53 @@ def test_ctrl_c_stops_cleanly_and_keeps_text(tiny_engine, monkeypatch):
     r = run("generate", "hello", "-n", "30")
     assert r.exit_code == 130
     assert len(r.stdout.strip()) >= 1 and "Interrupted" in r.stderr and "Traceback" not in r.output
+
+
+# -- the whole load path, on model folders written to disk -------------------------------
+from tiny_folder import WORDS, make_model_dir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "target": make_model_dir(root / "target", seed=0),
+        "draft": make_model_dir(root / "draft", seed=0, hidden=32),  # same weights: agrees
+        "other": make_model_dir(root / "other", seed=1, words=WORDS[:2] + [f"x{i}" for i in range(62)]),
+    }
+
+
+def test_generate_from_model_folders_is_lossless(folders):
+    args = ["generate", "w1 w2 w3", "-m", str(folders["target"]), "--no-chat-template", "-n", "16", "--json"]
+    spec = json.loads(run(*args, "--draft", str(folders["draft"])).stdout)
+    plain = json.loads(run(*args, "--draft", "none").stdout)
+    assert spec["tokens"] == plain["tokens"] and spec["draft"] != "none"
+
+
+def test_draft_with_another_tokenizer_is_refused(folders):
+    r = run("generate", "w1", "-m", str(folders["target"]), "--draft", str(folders["other"]))
+    assert r.exit_code != 0 and "different tokenizers" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_weights_give_one_line_error(folders, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(folders["target"], broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    r = run("generate", "w1", "-m", str(broken), "--draft", "none")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_gives_one_line_error(folders, tmp_path):
+    import shutil
+
+    broken = tmp_path / "noconfig"
+    shutil.copytree(folders["target"], broken)
+    (broken / "config.json").unlink()
+    r = run("generate", "w1", "-m", str(broken), "--draft", "none")
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert len(r.stderr.strip().splitlines()) == 1
