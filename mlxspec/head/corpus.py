@@ -1,0 +1,148 @@
+"""The training corpus for draft heads, offline by default.
+
+Default recipe (`default_corpus_files`), all already on the machine, no downloads:
+- code:  the Python standard library's own sources (`sysconfig` stdlib dir, *.py,
+         skipping test suites, site-packages and generated tables), sorted by path;
+- prose: licence texts (/usr/share/common-licenses) and package documentation
+         (/usr/share/doc: copyright files, READMEs, changelogs, *.txt/*.md, gzip'ed
+         ones decompressed).
+Code and prose documents are interleaved one for one so both kinds fill the token budget.
+`--corpus FILES|DIR` replaces the recipe with the given files (directories are walked for
+text files).
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import sysconfig
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".c", ".h", ".js", ".ts", ".json", ".toml",
+                 ".cfg", ".ini", ".yaml", ".yml", ".sh", ".html", ".css", ".tex", ".csv", ""}
+_SKIP_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__", "lib2to3", "encodings",
+              "unicodedata", "pydoc_data", "ensurepip"}
+PROSE_ROOTS = ("/usr/share/common-licenses", "/usr/share/doc")
+MAX_FILE_BYTES = 400_000
+
+
+def stdlib_sources() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for f in sorted(filenames):
+            if f.endswith(".py") and not f.startswith("test_"):
+                p = Path(dirpath) / f
+                try:
+                    if 200 < p.stat().st_size < MAX_FILE_BYTES:
+                        out.append(p)
+                except OSError:
+                    pass
+    return out
+
+
+def prose_documents(roots: Sequence[str] = PROSE_ROOTS) -> list[Path]:
+    out = []
+    for r in roots:
+        root = Path(r)
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for f in sorted(filenames):
+                p = Path(dirpath) / f
+                low = f.lower()
+                base = low[:-3] if low.endswith(".gz") else low
+                if not (base.startswith(("copyright", "readme", "changelog", "news", "authors"))
+                        or Path(base).suffix in {".txt", ".md", ".rst"}
+                        or root.name == "common-licenses"):
+                    continue
+                try:
+                    if p.is_file() and not p.is_symlink() and 200 < p.stat().st_size < MAX_FILE_BYTES:
+                        out.append(p)
+                except OSError:
+                    pass
+    return out
+
+
+def default_corpus_files() -> list[Path]:
+    """Code and prose interleaved one for one (the longer list's rest appended)."""
+    code, prose = stdlib_sources(), prose_documents()
+    out: list[Path] = []
+    for i in range(max(len(code), len(prose))):
+        if i < len(code):
+            out.append(code[i])
+        if i < len(prose):
+            out.append(prose[i])
+    return out
+
+
+def expand_paths(specs: Iterable[str]) -> list[Path]:
+    """Files and directories (walked for text files) named on the command line."""
+    from mlxspec.errors import InvalidParameterError
+
+    out: list[Path] = []
+    for s in specs:
+        p = Path(s).expanduser()
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for f in sorted(filenames):
+                    q = Path(dirpath) / f
+                    suf = q.suffix.lower()
+                    if suf == ".gz":
+                        suf = Path(q.stem).suffix.lower()
+                    if suf in TEXT_SUFFIXES and not f.startswith("."):
+                        out.append(q)
+        else:
+            raise InvalidParameterError(f"corpus path {s} does not exist")
+    if not out:
+        raise InvalidParameterError("the corpus is empty (no text files found)")
+    return out
+
+
+def read_text(path: Path) -> Optional[str]:
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        if b"\0" in raw[:4096]:
+            return None  # binary
+        return raw.decode("utf-8", errors="replace")
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+
+
+def tokenize_corpus(tokenizer, paths: Sequence[Path], max_tokens: int,
+                    sep: Optional[int] = None) -> tuple[np.ndarray, int]:
+    """Token stream of the documents (separated by `sep`, e.g. EOS) up to max_tokens.
+    Returns (tokens, documents used)."""
+    chunks: list[np.ndarray] = []
+    total = 0
+    used = 0
+    for p in paths:
+        text = read_text(p)
+        if not text or not text.strip():
+            continue
+        ids = tokenizer.encode(text)
+        if sep is not None:
+            ids = list(ids) + [sep]
+        arr = np.asarray(ids, dtype=np.int32)
+        chunks.append(arr[: max_tokens - total])
+        total += chunks[-1].shape[0]
+        used += 1
+        if total >= max_tokens:
+            break
+    if not chunks:
+        return np.zeros(0, dtype=np.int32), 0
+    return np.concatenate(chunks), used
+
+
+def iter_windows(n_tokens: int, seq_len: int) -> Iterator[int]:
+    for start in range(0, n_tokens - seq_len, seq_len):
+        yield start

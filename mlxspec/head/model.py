@@ -1,0 +1,112 @@
+"""The compact draft head: one transformer block of the target's own architecture.
+
+    h_k  (hidden state after the target's first k layers, exact: they are the target's
+          layers over the shared KV cache)
+    y  = block(h_k)          one mlx-lm TransformerBlock (own small KV cache), built from
+                             the target's ModelArgs, optionally with a narrower MLP
+    hn = RMSNorm(y)          trained copy of the target's final norm
+    logits = hn @ W[subset]  the target's LM head restricted to the draft vocabulary
+
+The block is initialised from the target's layer k (the layer the draft skips first), so
+an untrained head already approximates "one more layer"; distillation then teaches it to
+jump to the final hidden state.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from mlxspec.archs.layered import LayeredModel, block_class_and_args
+
+
+@dataclass
+class HeadConfig:
+    exit_layer: int
+    intermediate_size: int
+    model_type: str = ""
+    num_layers: int = 0
+    hidden_size: int = 0
+    vocab_size: int = 0
+    format: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "HeadConfig":
+        d = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def default_exit_layer(num_layers: int) -> int:
+    """About a quarter of the depth (at least 1, leaving at least 1 layer to verify)."""
+    return max(1, min(num_layers - 1, round(num_layers / 4)))
+
+
+class DraftHead(nn.Module):
+    def __init__(self, model: nn.Module, config: HeadConfig):
+        super().__init__()
+        Block, Args, args = block_class_and_args(model)
+        params = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
+        params["intermediate_size"] = config.intermediate_size
+        block_args = Args.from_dict(params) if hasattr(Args, "from_dict") else Args(**params)
+        self.block = Block(block_args)
+        if hasattr(self.block, "use_sliding"):
+            self.block.use_sliding = False
+        eps = getattr(args, "rms_norm_eps", 1e-6)
+        self.norm = nn.RMSNorm(config.hidden_size, eps=eps)
+        self.config = config
+
+    def __call__(self, h: mx.array, mask=None, cache=None) -> mx.array:
+        """Predicted final *normalised* hidden state for each position of h."""
+        return self.norm(self.block(h, mask, cache))
+
+    def num_params(self) -> int:
+        return sum(v.size for _, v in tree_flatten(self.parameters()))
+
+    def nbytes(self) -> int:
+        return sum(v.nbytes for _, v in tree_flatten(self.parameters()))
+
+
+def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: float = 1.0) -> DraftHead:
+    """A head for `model`, initialised from the target's layer `exit_layer`."""
+    lm = LayeredModel(model)
+    k = default_exit_layer(lm.num_layers) if exit_layer is None else int(exit_layer)
+    if not 1 <= k < lm.num_layers:
+        from mlxspec.errors import InvalidParameterError
+
+        raise InvalidParameterError(f"exit layer must be in 1..{lm.num_layers - 1}, got {k}")
+    src = lm.layers[k]
+    full_ffn = int(src.mlp.gate_proj.weight.shape[0])
+    ffn = max(8, int(round(full_ffn * ffn_ratio)))
+    cfg = HeadConfig(
+        exit_layer=k,
+        intermediate_size=ffn,
+        model_type=str(lm.model_type),
+        num_layers=lm.num_layers,
+        hidden_size=lm.hidden_size,
+        vocab_size=lm.vocab_size,
+    )
+    head = DraftHead(model, cfg)
+    # Copy the target's layer k (MLP rows/cols cut to the head's width) and final norm.
+    src_params = dict(tree_flatten(src.parameters()))
+    new = []
+    for name, v in tree_flatten(head.block.parameters()):
+        w = src_params.get(name)
+        if w is None:
+            continue
+        if w.shape != v.shape:
+            w = w[tuple(slice(0, s) for s in v.shape)]
+        new.append((name, mx.array(w)))
+    head.block.load_weights(new, strict=False)
+    head.norm.weight = mx.array(lm.inner.norm.weight)
+    mx.eval(head.parameters())
+    return head

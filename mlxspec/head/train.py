@@ -1,0 +1,341 @@
+"""Distil a draft head from its target (`mlxspec train-head`).
+
+Teacher-forced on a local corpus: for each window of tokens the target runs all its
+layers once (no cache); the head sees the target's layer-k hidden states and learns the
+target's own output distribution (KL on the core vocabulary) and its final normalised
+hidden state (cosine). No labels from anywhere else.
+
+Checkpoints (head weights, optimizer state, step, settings, tokenised corpus) live in
+`models/<model>/heads/.ckpt-<name>/`; a run with the same settings resumes from there.
+The finished head is written atomically to `models/<model>/heads/<name>.safetensors` plus
+`<name>.json`, and the checkpoint is removed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlxspec.archs.layered import LayeredModel
+from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_dir, save_head
+from mlxspec.head.model import DraftHead, HeadConfig, default_exit_layer, new_head
+from mlxspec.head.vocab import rank_core
+
+RANK_KEEP = 65536  # ranked ids stored in the head file (core size can change at load)
+
+
+def default_vocab_size(vocab_size: int) -> int:
+    """A few thousand to 32k core tokens depending on the vocabulary."""
+    return int(min(vocab_size, max(4096, min(32768, vocab_size // 8))))
+
+
+@dataclass
+class TrainSettings:
+    exit_layer: Optional[int] = None
+    vocab: Optional[int] = None
+    steps: int = 300
+    batch: int = 8
+    seq_len: int = 128
+    lr: float = 5e-4
+    warmup: int = 20
+    ffn_ratio: float = 1.0
+    hidden_weight: float = 1.0
+    corpus: list = field(default_factory=list)  # empty: the default offline recipe
+    corpus_tokens: int = 400_000
+    eval_windows: int = 32
+    seed: int = 0
+    vocab_mode: str = "dynamic"
+
+    def resume_key(self) -> dict:
+        """Settings that must match for a checkpoint to be resumed (steps may grow)."""
+        d = asdict(self)
+        for k in ("steps", "eval_windows", "vocab_mode"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    steps: int
+    settings: dict
+    metrics: dict
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Teacher:
+    def __init__(self, model, exit_layer: int):
+        self.lm = LayeredModel(model)
+        self.k = exit_layer
+
+    def __call__(self, x: mx.array):
+        lm = self.lm
+        h_k = lm.run_layers(lm.embed(x), 0, self.k, None, mask="causal")
+        h_n = lm.norm(lm.run_layers(h_k, self.k, lm.num_layers, None, mask="causal"))
+        return mx.stop_gradient(h_k), mx.stop_gradient(h_n)
+
+
+def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float):
+    s_hn = head(h_k, "causal", None)
+    t_logits = t_hn @ core_w.T
+    s_logits = s_hn @ core_w.T
+    t_logp = t_logits - mx.logsumexp(t_logits, axis=-1, keepdims=True)
+    s_logp = s_logits - mx.logsumexp(s_logits, axis=-1, keepdims=True)
+    kl = mx.sum(mx.exp(t_logp) * (t_logp - s_logp), axis=-1).mean()
+    cos = mx.sum(s_hn * t_hn, axis=-1) / (
+        mx.linalg.norm(s_hn, axis=-1) * mx.linalg.norm(t_hn, axis=-1) + 1e-6
+    )
+    loss = kl + hidden_weight * (1.0 - cos).mean()
+    agree = (mx.argmax(s_logits, axis=-1) == mx.argmax(t_logits, axis=-1)).astype(mx.float32).mean()
+    return loss, (kl, agree)
+
+
+def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
+             batch: int = 8) -> dict:
+    """Teacher-forced acceptance proxies on held-out windows: how often the head's top
+    token equals the target's (greedy acceptance), over the full vocabulary and over the
+    static core; and the mean of sum(min(p, q)) at temperature 1 (sampled acceptance)."""
+    lm = LayeredModel(model)
+    teacher = _Teacher(model, head.config.exit_layer)
+    W = lm.lm_head_weight
+    core = mx.array(core_ids)
+    n = tot_full = tot_core = tot_soft = 0.0
+    for i in range(0, len(windows), batch):
+        x = mx.array(windows[i : i + batch])
+        h_k, t_hn = teacher(x)
+        s_hn = head(h_k, "causal", None)
+        t_log = t_hn @ W.T
+        s_log = s_hn @ W.T
+        t_top = mx.argmax(t_log, axis=-1)
+        full = (mx.argmax(s_log, axis=-1) == t_top).astype(mx.float32).sum()
+        s_core = mx.take(s_log, core, axis=-1)
+        core_top = mx.take(core, mx.argmax(s_core, axis=-1))
+        agree_core = (core_top == t_top).astype(mx.float32).sum()
+        p = mx.softmax(t_log, axis=-1)
+        q = mx.softmax(s_core, axis=-1)
+        soft = mx.minimum(mx.take(p, core, axis=-1), q).sum()
+        mx.eval(full, agree_core, soft)
+        tot_full += full.item()
+        tot_core += agree_core.item()
+        tot_soft += soft.item()
+        n += x.size
+    n = max(n, 1)
+    return {
+        "top1_agreement_full_vocab": round(tot_full / n, 4),
+        "top1_agreement_core_vocab": round(tot_core / n, 4),
+        "sampled_acceptance_core_t1": round(tot_soft / n, 4),
+        "eval_tokens": int(n),
+    }
+
+
+def _progress(step: int, total: int, t0: float, start_step: int, info: str) -> None:
+    width = 28
+    frac = step / max(total, 1)
+    bar = "#" * int(width * frac) + "-" * (width - int(width * frac))
+    rate = (step - start_step) / max(time.perf_counter() - t0, 1e-9)
+    eta = (total - step) / rate if rate > 0 else 0
+    sys.stderr.write(f"\r[{bar}] {step}/{total} {info} {rate:.2f} step/s eta {eta:.0f}s ")
+    sys.stderr.flush()
+
+
+def train(
+    model,
+    tokenizer,
+    model_dir: Path,
+    settings: TrainSettings,
+    name: str = "default",
+    resume: bool = True,
+    time_budget_s: Optional[float] = None,
+    ckpt_every: int = 25,
+    progress: bool = True,
+    stop_after: Optional[int] = None,
+    on_step: Optional[Callable[[int, float], None]] = None,
+) -> Optional[TrainResult]:
+    """Train (or resume) a head. Returns None when stopped early by `stop_after` or the
+    time budget before the last step (the checkpoint is kept; run again to resume)."""
+    from mlxspec.head.corpus import default_corpus_files, expand_paths, tokenize_corpus
+
+    lm = LayeredModel(model)
+    s = settings
+    if s.exit_layer is None:
+        s.exit_layer = default_exit_layer(lm.num_layers)
+    if s.vocab is None:
+        s.vocab = default_vocab_size(lm.vocab_size)
+    s.vocab = int(min(s.vocab, lm.vocab_size))
+    out_dir = heads_dir(model_dir)
+    ckpt = out_dir / f".ckpt-{name}"
+    key = s.resume_key()
+
+    # -- resume or start -----------------------------------------------------------------
+    state = None
+    if ckpt.is_dir() and resume:
+        try:
+            state = json.loads((ckpt / "state.json").read_text())
+            if state.get("key") != key:
+                _log(f"checkpoint {ckpt} has other settings; starting over")
+                state = None
+        except (OSError, ValueError):
+            state = None
+    if state is None and ckpt.exists():
+        shutil.rmtree(ckpt)
+
+    eos = list(getattr(tokenizer, "eos_token_ids", None) or [])
+    if state is not None:
+        tokens = np.load(ckpt / "tokens.npy")
+        corpus_desc = state["corpus_desc"]
+    else:
+        paths = expand_paths(s.corpus) if s.corpus else default_corpus_files()
+        tokens, used = tokenize_corpus(tokenizer, paths, s.corpus_tokens, sep=eos[0] if eos else None)
+        corpus_desc = {
+            "recipe": "files" if s.corpus else "default (python stdlib sources + local licence/doc texts)",
+            "paths": [str(p) for p in s.corpus] if s.corpus else [],
+            "documents": used,
+            "tokens": int(tokens.shape[0]),
+        }
+    need = (s.eval_windows + 2) * (s.seq_len + 1)
+    if tokens.shape[0] < need:
+        from mlxspec.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            f"the corpus has {tokens.shape[0]} tokens; need at least {need} for seq-len {s.seq_len}"
+        )
+    counts = np.bincount(tokens, minlength=lm.vocab_size)[: lm.vocab_size]
+    ranked = rank_core(counts, min(RANK_KEEP, lm.vocab_size), always=eos)
+    core_ids = ranked[: s.vocab]
+    starts = np.arange(0, tokens.shape[0] - s.seq_len, s.seq_len)
+    windows = np.stack([tokens[i : i + s.seq_len] for i in starts])
+    rng = np.random.default_rng(s.seed)
+    perm = rng.permutation(len(windows))
+    eval_w = windows[perm[: s.eval_windows]]
+    train_w = windows[perm[s.eval_windows :]]
+
+    head = new_head(model, s.exit_layer, s.ffn_ratio)
+    sched = optim.join_schedules(
+        [optim.linear_schedule(s.lr * 0.05, s.lr, max(1, s.warmup)),
+         optim.cosine_decay(s.lr, max(1, s.steps - s.warmup), s.lr * 0.05)],
+        [max(1, s.warmup)],
+    )
+    opt = optim.AdamW(learning_rate=sched, weight_decay=0.0)
+    opt.init(head.trainable_parameters())
+    step = 0
+    if state is not None:
+        head.load_weights(str(ckpt / "head.safetensors"))
+        opt_state = mx.load(str(ckpt / "opt.safetensors"))
+        opt.state = tree_unflatten(list(opt_state.items()))
+        step = int(state["step"])
+        _log(f"resuming {name} from step {step} ({ckpt})")
+    else:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        np.save(ckpt / "tokens.npy", tokens)
+
+    def save_ckpt():
+        atomic_save_safetensors(ckpt / "head.safetensors", dict(tree_flatten(head.parameters())))
+        atomic_save_safetensors(ckpt / "opt.safetensors", dict(tree_flatten(opt.state)))
+        atomic_write_text(ckpt / "state.json", json.dumps(
+            {"step": step, "key": key, "corpus_desc": corpus_desc, "name": name}))
+
+    teacher = _Teacher(model, s.exit_layer)
+    W = lm.lm_head_weight
+    core_w = W[mx.array(core_ids)]
+    loss_and_grad = nn.value_and_grad(head, _loss)
+    t0 = time.perf_counter()
+    start_step = step
+    ema = None
+    ema_agree = None
+    stopped = False
+    n_train = len(train_w)
+    try:
+        while step < s.steps:
+            idx = [(step * s.batch + i) % n_train for i in range(s.batch)]
+            x = mx.array(train_w[idx])
+            h_k, t_hn = teacher(x)
+            (loss, (kl, agree)), grads = loss_and_grad(head, h_k, t_hn, core_w, s.hidden_weight)
+            opt.update(head, grads)
+            mx.eval(head.parameters(), opt.state, loss, agree)
+            step += 1
+            lv, av = loss.item(), agree.item()
+            ema = lv if ema is None else 0.9 * ema + 0.1 * lv
+            ema_agree = av if ema_agree is None else 0.9 * ema_agree + 0.1 * av
+            if on_step:
+                on_step(step, lv)
+            if progress:
+                _progress(step, s.steps, t0, start_step, f"loss {ema:.3f} top1 {ema_agree:.3f}")
+            if step % ckpt_every == 0 and step < s.steps:
+                save_ckpt()
+            if (stop_after is not None and step - start_step >= stop_after) or (
+                time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
+            ):
+                stopped = step < s.steps
+                break
+    except KeyboardInterrupt:
+        save_ckpt()
+        if progress:
+            sys.stderr.write("\n")
+        _log(f"interrupted at step {step}; checkpoint saved, run again to resume")
+        raise
+    if progress:
+        sys.stderr.write("\n")
+    if stopped:
+        save_ckpt()
+        _log(f"stopped at step {step}/{s.steps}; checkpoint saved in {ckpt}, run again to resume")
+        return None
+
+    head.eval()
+    metrics = evaluate(model, head, eval_w, core_ids)
+    metrics["train_loss_ema"] = round(float(ema), 4) if ema is not None else None
+    metrics["train_seconds_this_run"] = round(time.perf_counter() - t0, 1)
+    settings_out = {
+        "name": name,
+        "exit_layer": s.exit_layer,
+        "vocab": s.vocab,
+        "vocab_mode": s.vocab_mode,
+        "steps": step,
+        "batch": s.batch,
+        "seq_len": s.seq_len,
+        "lr": s.lr,
+        "ffn_ratio": s.ffn_ratio,
+        "corpus": corpus_desc,
+        "head_params": head.num_params(),
+        "head_bytes": head.nbytes(),
+        "target": lm.fingerprint()["model_type"],
+        "target_layers": lm.num_layers,
+        "acceptance": metrics,
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    path = out_dir / f"{name}.safetensors"
+    save_head(path, head, ranked, lm.fingerprint(), settings_out)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return TrainResult(path, step, settings_out, metrics)
+
+
+def update_settings(path: Path, extra: dict) -> None:
+    """Add measurements (e.g. acceptance in real generation) to a head's JSON and
+    metadata, atomically."""
+    from mlxspec.head.io import read_head
+
+    hf = read_head(path)
+    settings = dict(hf.settings)
+    settings.update(extra)
+    arrays = {f"head.{k}": v for k, v in hf.weights.items()}
+    arrays["core_ids"] = mx.array(hf.core_ids)
+    meta = {
+        "mlxspec_head_format": "1",
+        "config": hf.config.to_json(),
+        "fingerprint": json.dumps(hf.fingerprint, sort_keys=True),
+        "settings": json.dumps(settings, sort_keys=True),
+    }
+    atomic_save_safetensors(path, arrays, meta)
+    atomic_write_text(Path(path).with_suffix(".json"), json.dumps(settings, indent=2, sort_keys=True) + "\n")
