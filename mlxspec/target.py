@@ -6,6 +6,9 @@ from typing import Callable, Optional
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 
+# Architectures whose logits are exactly lm_head(model.model(x)) (no soft-capping etc.).
+_PLAIN_HEAD_ARCHS = {"llama", "qwen2", "qwen3", "mistral"}
+
 
 class TargetRunner:
     def __init__(self, model):
@@ -23,14 +26,31 @@ class TargetRunner:
         if not tokens:
             raise ValueError("prefill needs at least one token")
         done = 0
-        logits = None
         while done < len(tokens):
             piece = tokens[done : done + chunk_size]
-            logits = self.forward(piece, last_only=True)
             done += len(piece)
+            last = self._hidden_last(piece, project=done == len(tokens))
             if progress:
                 progress(done, len(tokens))
-        return logits[-1]
+        return last
+
+    def _hidden_last(self, tokens: list[int], project: bool = False) -> mx.array:
+        """Run a prefill chunk without the LM head over every position: for a 150k
+        vocabulary the head over a whole chunk costs more than the layers."""
+        inner = getattr(self.model, "model", None)
+        head = getattr(self.model, "lm_head", None)
+        if head is None and inner is not None:
+            head = inner.embed_tokens.as_linear  # tied embeddings
+        if getattr(self.model, "model_type", None) not in _PLAIN_HEAD_ARCHS:
+            return self.forward(tokens)[-1]
+        h = inner(mx.array(tokens, dtype=mx.uint32)[None], cache=self.cache)
+        self.length += len(tokens)
+        if not project:
+            mx.eval(h)
+            return h[0, -1]
+        out = head(h[:, -1:])[0, -1].astype(mx.float32)
+        mx.eval(out)
+        return out
 
     def forward(self, tokens: list[int], last_only: bool = False) -> mx.array:
         """Logits (T, V) in float32 for `tokens` appended to the cache."""

@@ -157,3 +157,16 @@ def test_bad_parameters_raise(target, bad):
 
     with pytest.raises(InvalidParameterError):
         list(Engine(target, CharTokenizer(V)).stream([1, 2], SamplingParams(), **bad))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_prefill_logits_equal_full_forward(arch):
+    """Prefill skips the LM head on all but the last position; logits must not change."""
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
+
+    model = tiny_model(V, layers=2, hidden=32, seed=2, arch=arch)
+    prompt = list(range(3, 30))
+    full = model(mx.array(prompt)[None], cache=make_prompt_cache(model))[0, -1]
+    got = TargetRunner(model).prefill(prompt, chunk_size=10)
+    np.testing.assert_allclose(np.array(got), np.array(full), atol=1e-4)
