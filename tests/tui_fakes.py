@@ -1,0 +1,102 @@
+"""A fake engine with the real Engine's interface: canned replies, no MLX, deterministic."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from mlxspec.errors import ModelNotFoundError
+from mlxspec.response import GenerationResponse, SpecStats
+
+DEFAULT_REPLY = (
+    "Hello! Here is some **Markdown** and code:\n\n"
+    "```python\ndef add(a, b):\n    return a + b\n```\n\n"
+    "That is all."
+)
+
+
+class FakeEngine:
+    """Streams `reply` word by word; every 3rd piece comes from the target, the rest from
+    the draft. Prompts containing 'explode' fail mid-reply, 'oom' fails with MemoryError."""
+
+    def __init__(self, model_name="fake-model", draft_name="draft:fake-draft", reply=DEFAULT_REPLY,
+                 delay=0.002, plain_tps=20.0):
+        self.model_name, self.draft_name = model_name, draft_name
+        self.reply, self.delay = reply, delay
+        self.plain_tps = plain_tps
+        self.tokenizer = None
+        self.calls: list[dict] = []  # every stream() call: prompt tokens, reused prefix
+        self._cached: list[int] = []
+        self.threads: set[str] = set()  # which threads touched the engine
+        self.closed = 0
+        self.gate: Optional[threading.Event] = None  # when set: wait on it before each token
+
+    def encode_chat(self, messages):
+        self.threads.add(threading.current_thread().name)
+        text = "".join(f"<{m['role']}>{m['content']}</s>" for m in messages) + "<assistant>"
+        return [ord(c) for c in text]
+
+    def reset(self):
+        self._cached = []
+
+    def pieces(self):
+        words = self.reply.split(" ")
+        return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+    def stream(self, tokens, params, max_tokens=256, seed=None, num_draft=None, stop=(),
+               speculative=True):
+        self.threads.add(threading.current_thread().name)
+        reuse = 0
+        while reuse < min(len(tokens), len(self._cached)) and tokens[reuse] == self._cached[reuse]:
+            reuse += 1
+        self.calls.append({"tokens": list(tokens), "reused": reuse, "temp": params.temp,
+                           "top_p": params.top_p, "max_tokens": max_tokens})
+        self._cached = list(tokens)
+        text = "".join(chr(t) for t in tokens)
+        stats = SpecStats(method=self.draft_name, draft_vocab=49152)
+        pieces = self.pieces()[:max_tokens]
+        try:
+            for i, piece in enumerate(pieces):
+                if self.gate is not None:
+                    self.gate.wait(5)
+                if self.delay:
+                    time.sleep(self.delay)
+                if "explode" in text and i == 3:
+                    raise RuntimeError("kernel exploded")
+                if "oom" in text and i == 2:
+                    raise MemoryError("could not allocate 9 GB")
+                from_draft = i % 3 != 2
+                if from_draft:
+                    stats.drafted += 1
+                    stats.accepted += 1
+                else:
+                    stats.rounds += 1
+                    stats.drafted += 1  # one rejected draft per round
+                last = i == len(pieces) - 1
+                finish = None if not last else ("stop" if len(pieces) == len(self.pieces()) else "length")
+                self._cached.extend([ord(c) for c in piece])
+                yield GenerationResponse(
+                    text=piece, token=i, from_draft=from_draft, prompt_tokens=len(tokens),
+                    prompt_tps=1000.0, generation_tokens=i + 1, generation_tps=42.0,
+                    peak_memory=0.5, stats=stats, finish_reason=finish)
+        finally:
+            self.closed += 1
+
+
+def fake_loader(engine: Optional[FakeEngine] = None, fail_models=("missing",)):
+    """A stand-in for mlxspec.load that records where it ran."""
+    made = {"engine": engine}
+
+    def load(model, draft="auto"):
+        if model in fail_models:
+            raise ModelNotFoundError(f"unknown model '{model}'; try: mlxspec models pull NAME")
+        eng = made["engine"] or FakeEngine()
+        if model:
+            eng.model_name = model
+        eng.draft_name = "none" if draft == "none" else eng.draft_name
+        eng.threads.add(threading.current_thread().name)
+        made["last"] = eng
+        return eng
+
+    load.made = made
+    return load

@@ -1,0 +1,174 @@
+"""One thread owns the engine: every load and generation runs on it, in order.
+
+The UI never touches MLX. It submits jobs and reads events from a GenerationHandle's
+queue; the engine thread never waits for the UI, so a busy screen cannot slow decoding.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from mlxspec.errors import MlxspecError
+
+
+@dataclass
+class Chunk:
+    """One generated token (what the engine yielded), plus the session's plain speed."""
+    response: Any  # mlxspec.response.GenerationResponse
+    plain_tps: Optional[float]
+
+
+@dataclass
+class Done:
+    finish: str  # stop | length | stopped | error
+    error: Optional[str] = None
+
+
+def describe_error(exc: BaseException, what: str = "generation failed") -> str:
+    """A one-line message for the user: no traceback."""
+    if isinstance(exc, MlxspecError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, MemoryError) or "memory" in text.lower():
+        return f"out of memory: {text} — try a smaller model or fewer max tokens"
+    return f"{what}: {type(exc).__name__}: {text}"
+
+
+class GenerationHandle:
+    def __init__(self):
+        self.events: "queue.Queue[Chunk | Done]" = queue.Queue()
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def drain(self, timeout: float = 0.1) -> list:
+        """Every event available now (waiting up to `timeout` for the first)."""
+        try:
+            items = [self.events.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self.events.get_nowait())
+            except queue.Empty:
+                return items
+
+
+class EngineThread:
+    def __init__(self, loader: Optional[Callable] = None):
+        self._loader = loader
+        self._jobs: "queue.Queue[Optional[tuple]]" = queue.Queue()
+        self.engine = None  # touched only on the engine thread (and read for names)
+        self._thread = threading.Thread(target=self._loop, name="mlxspec-engine", daemon=True)
+        self._thread.start()
+
+    # -- thread plumbing ------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, fut = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # reported to the UI, never kills the thread
+                fut.set_exception(exc)
+
+    def submit(self, fn: Callable) -> Future:
+        fut: Future = Future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    # -- jobs ------------------------------------------------------------------------
+    def load(self, model: Optional[str], draft: str) -> Future:
+        """Replace the engine; the future's result is (engine, warnings) or the load error."""
+
+        def job():
+            loader = self._loader
+            if loader is None:
+                import mlxspec
+
+                loader = mlxspec.load
+            self.engine = None  # drop the old models before loading new ones
+            # Warnings (e.g. "draft model unavailable") must not print over the screen.
+            capture = _ListHandler()
+            log = logging.getLogger("mlxspec")
+            log.addHandler(capture)
+            try:
+                engine = loader(model, draft)
+            finally:
+                log.removeHandler(capture)
+            self.engine = engine
+            return engine, capture.messages
+
+        return self.submit(job)
+
+    def generate(self, messages: list[dict], *, temp: float, top_p: float, max_tokens: int,
+                 seed: Optional[int] = None) -> GenerationHandle:
+        handle = GenerationHandle()
+        self.submit(lambda: self._generate(handle, messages, temp, top_p, max_tokens, seed))
+        return handle
+
+    def _generate(self, handle, messages, temp, top_p, max_tokens, seed) -> None:
+        engine = self.engine
+        if engine is None:
+            handle.events.put(Done("error", "no model is loaded — pick one in Options (ctrl+o)"))
+            return
+        if handle.cancelled:
+            handle.events.put(Done("stopped"))
+            return
+        from mlxspec.sampling import SamplingParams
+
+        gen = None
+        finish = "stop"
+        try:
+            tokens = engine.encode_chat(messages)
+            params = SamplingParams(temp=temp, top_p=top_p)
+            gen = engine.stream(tokens, params, max_tokens=max_tokens, seed=seed)
+            for r in gen:
+                handle.events.put(Chunk(r, engine.plain_tps))
+                if r.finish_reason:
+                    finish = r.finish_reason
+                if handle.cancelled:
+                    finish = "stopped"
+                    break
+        except BaseException as exc:
+            handle.events.put(Done("error", describe_error(exc)))
+            _reset_quietly(engine)
+            return
+        finally:
+            if gen is not None:
+                gen.close()  # stops cleanly; the engine keeps a consistent cache
+        handle.events.put(Done(finish))
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _reset_quietly(engine) -> None:
+    # After a failure mid-step the cache may be half-written: start the next turn clean.
+    try:
+        engine.reset()
+    except Exception:
+        pass

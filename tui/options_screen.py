@@ -1,0 +1,104 @@
+"""Options: model, drafter, sampling and system prompt. Dismisses with new ChatSettings."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
+
+from mlxspec.tui.settings import ChatSettings
+
+DRAFT_CHOICES = [
+    ("auto (trained head, else the suggested draft model)", "auto"),
+    ("none (plain decoding)", "none"),
+    ("draft head", "head"),
+    ("draft model", "model"),
+]
+
+
+class OptionsScreen(ModalScreen):
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
+    DEFAULT_CSS = """
+    OptionsScreen { align: center middle; }
+    OptionsScreen > VerticalScroll { width: 72; max-width: 100%; height: auto; max-height: 95%;
+        border: round $accent; background: $surface; padding: 0 1; }
+    OptionsScreen .title { text-style: bold; content-align: center middle; width: 100%; }
+    OptionsScreen Grid { grid-size: 2; grid-columns: 14 1fr; grid-rows: auto; grid-gutter: 1 0;
+        height: auto; margin: 1 0 0 0; }
+    OptionsScreen Label { color: $text-muted; }
+    OptionsScreen #draft-label { height: 2; content-align: left bottom; }
+    OptionsScreen .system-label { margin: 1 0 0 0; }
+    OptionsScreen #system { height: 4; background: $boost; }
+    OptionsScreen Input, OptionsScreen Select { background: $boost; }
+    OptionsScreen #error { color: $error; height: auto; }
+    OptionsScreen Horizontal { height: auto; margin: 1 0 0 0; align-horizontal: right; }
+    OptionsScreen Button { margin: 0 0 0 2; }
+    """
+
+    def __init__(self, settings: ChatSettings):
+        super().__init__()
+        self.settings = settings
+
+    def compose(self) -> ComposeResult:
+        s = self.settings
+        with VerticalScroll():
+            yield Static("Options", classes="title")
+            with Grid():
+                yield Label("Model")
+                yield Input(s.model or "", placeholder="default: smollm2-135m-instruct",
+                            id="model", compact=True)
+                yield Label("Drafter", id="draft-label")
+                yield Select(DRAFT_CHOICES, value=s.draft_method, allow_blank=False, id="draft",
+                             compact=True)
+                yield Label("Draft model")
+                yield Input(s.draft_model, placeholder="name/folder (drafter = draft model)",
+                            id="draft_model", compact=True)
+                yield Label("Temperature")
+                yield Input(f"{s.temp:g}", id="temp", type="number", compact=True)
+                yield Label("Top-p")
+                yield Input(f"{s.top_p:g}", id="top_p", type="number", compact=True)
+                yield Label("Max tokens")
+                yield Input(str(s.max_tokens), id="max_tokens", type="integer", compact=True)
+            yield Label("System prompt", classes="system-label")
+            yield TextArea(s.system, id="system", compact=True)
+            yield Static("", id="error")
+            with Horizontal():
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button("Save", variant="primary", id="save", compact=True)
+
+    def read(self) -> ChatSettings:
+        """The form as settings; ValueError with a readable message when it is not valid."""
+        val = lambda wid: self.query_one(f"#{wid}", Input).value.strip()  # noqa: E731
+        method = self.query_one("#draft", Select).value
+        draft = val("draft_model") if method == "model" else method
+        if method == "model" and not draft:
+            raise ValueError("type a draft model name, or pick another drafter")
+        try:
+            temp, top_p = float(val("temp")), float(val("top_p"))
+        except ValueError:
+            raise ValueError("temperature and top-p must be numbers") from None
+        try:
+            max_tokens = int(val("max_tokens"))
+        except ValueError:
+            raise ValueError("max tokens must be a whole number") from None
+        new = self.settings.with_(
+            model=val("model") or None, draft=draft, temp=temp, top_p=top_p,
+            max_tokens=max_tokens, system=self.query_one("#system", TextArea).text,
+        )
+        problem = new.validate()
+        if problem:
+            raise ValueError(problem)
+        return new
+
+    def action_save(self) -> None:
+        try:
+            self.dismiss(self.read())
+        except ValueError as exc:
+            self.query_one("#error", Static).update(f"⚠ {exc}")
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.action_save() if event.button.id == "save" else self.action_cancel()

@@ -1,0 +1,48 @@
+"""Chat settings: what the options screen edits and `mlxspec chat` flags set."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+DRAFT_METHODS = ("auto", "none", "head", "model")  # "model" = a separate draft model
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    model: Optional[str] = None  # None = the default model
+    draft: str = "auto"  # auto | none | head | a draft model name/path
+    temp: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    system: str = ""
+    show_draft: bool = False  # colour tokens by origin (draft vs target)
+
+    @property
+    def draft_method(self) -> str:
+        return self.draft if self.draft in ("auto", "none", "head") else "model"
+
+    @property
+    def draft_model(self) -> str:
+        return "" if self.draft_method != "model" else self.draft
+
+    def engine_key(self) -> tuple:
+        """Settings that need a reload of the engine when they change."""
+        return (self.model or None, self.draft)
+
+    def validate(self) -> Optional[str]:
+        """One line describing the first problem, or None when the settings are usable."""
+        if self.temp < 0:
+            return f"temperature must be >= 0, got {self.temp}"
+        if not 0 < self.top_p <= 1:
+            return f"top-p must be in (0, 1], got {self.top_p}"
+        if self.max_tokens <= 0:
+            return f"max tokens must be positive, got {self.max_tokens}"
+        if not self.draft.strip():
+            return "draft model name is empty"
+        return None
+
+    def with_(self, **changes) -> "ChatSettings":
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
