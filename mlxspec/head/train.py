@@ -51,7 +51,7 @@ class TrainSettings:
     ffn_ratio: float = 1.0
     hidden_weight: float = 1.0
     corpus: list = field(default_factory=list)  # empty: the default offline recipe
-    corpus_tokens: int = 400_000
+    corpus_tokens: int = 150_000
     eval_windows: int = 32
     seed: int = 0
     vocab_mode: str = "dynamic"
@@ -141,13 +141,13 @@ def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
     }
 
 
-def _progress(step: int, total: int, t0: float, start_step: int, info: str) -> None:
+def _progress(step: int, total: int, t0: float, start_step: int, info: str, unit: str = "step") -> None:
     width = 28
     frac = step / max(total, 1)
     bar = "#" * int(width * frac) + "-" * (width - int(width * frac))
     rate = (step - start_step) / max(time.perf_counter() - t0, 1e-9)
     eta = (total - step) / rate if rate > 0 else 0
-    sys.stderr.write(f"\r[{bar}] {step}/{total} {info} {rate:.2f} step/s eta {eta:.0f}s ")
+    sys.stderr.write(f"\r[{bar}] {step}/{total} {info} {rate:.2f} {unit}/s eta {eta:.0f}s ")
     sys.stderr.flush()
 
 
@@ -241,27 +241,80 @@ def train(
         ckpt.mkdir(parents=True, exist_ok=True)
         np.save(ckpt / "tokens.npy", tokens)
 
+    teacher_state = {"done": 0}
+
     def save_ckpt():
         atomic_save_safetensors(ckpt / "head.safetensors", dict(tree_flatten(head.parameters())))
         atomic_save_safetensors(ckpt / "opt.safetensors", dict(tree_flatten(opt.state)))
         atomic_write_text(ckpt / "state.json", json.dumps(
-            {"step": step, "key": key, "corpus_desc": corpus_desc, "name": name}))
+            {"step": step, "key": key, "corpus_desc": corpus_desc, "name": name,
+             "teacher_done": teacher_state["done"]}))
 
     teacher = _Teacher(model, s.exit_layer)
     W = lm.lm_head_weight
     core_w = W[mx.array(core_ids)]
-    loss_and_grad = nn.value_and_grad(head, _loss)
+    d = lm.hidden_size
+    n_train = len(train_w)
     t0 = time.perf_counter()
     start_step = step
+    stopped = False
+
+    def out_of_time() -> bool:
+        return time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
+
+    # -- phase 1: the teacher's features, once (memory-mapped, resumable) ----------------
+    hk_path, hn_path = ckpt / "teacher_hk.npy", ckpt / "teacher_hn.npy"
+    done = int(state.get("teacher_done", 0)) if state is not None else 0
+    mode = "r+" if done and hk_path.exists() else "w+"
+    if mode == "w+":
+        done = 0
+    feats_hk = np.lib.format.open_memmap(hk_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
+    feats_hn = np.lib.format.open_memmap(hn_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
+    teacher_state = {"done": done}
+
+    def save_teacher():
+        feats_hk.flush()
+        feats_hn.flush()
+        save_ckpt()
+
+    try:
+        tb = time.perf_counter()
+        i0 = done
+        while done < n_train:
+            j = min(n_train, done + s.batch)
+            h_k, t_hn = teacher(mx.array(train_w[done:j]))
+            mx.eval(h_k, t_hn)
+            feats_hk[done:j] = np.array(h_k)
+            feats_hn[done:j] = np.array(t_hn)
+            done = j
+            teacher_state["done"] = done
+            if progress:
+                _progress(done, n_train, tb, i0, "teacher windows", unit="win")
+            if (done // s.batch) % 25 == 0:
+                save_teacher()
+            if out_of_time() or (stop_after is not None and stop_after <= 0):
+                break
+        if progress and done > i0:
+            sys.stderr.write("\n")
+        if done < n_train:
+            save_teacher()
+            _log(f"stopped while computing teacher features ({done}/{n_train}); run again to resume")
+            return None
+    except KeyboardInterrupt:
+        save_teacher()
+        raise
+
+    # -- phase 2: train the head on the stored features ------------------------------
+    loss_and_grad = nn.value_and_grad(head, _loss)
+    order = np.random.default_rng(s.seed + 1).permutation(n_train)
     ema = None
     ema_agree = None
-    stopped = False
-    n_train = len(train_w)
+    t1 = time.perf_counter()
     try:
         while step < s.steps:
-            idx = [(step * s.batch + i) % n_train for i in range(s.batch)]
-            x = mx.array(train_w[idx])
-            h_k, t_hn = teacher(x)
+            idx = np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])
+            h_k = mx.array(feats_hk[idx])
+            t_hn = mx.array(feats_hn[idx])
             (loss, (kl, agree)), grads = loss_and_grad(head, h_k, t_hn, core_w, s.hidden_weight)
             opt.update(head, grads)
             mx.eval(head.parameters(), opt.state, loss, agree)
@@ -272,12 +325,10 @@ def train(
             if on_step:
                 on_step(step, lv)
             if progress:
-                _progress(step, s.steps, t0, start_step, f"loss {ema:.3f} top1 {ema_agree:.3f}")
+                _progress(step, s.steps, t1, start_step, f"loss {ema:.3f} top1 {ema_agree:.3f}")
             if step % ckpt_every == 0 and step < s.steps:
                 save_ckpt()
-            if (stop_after is not None and step - start_step >= stop_after) or (
-                time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
-            ):
+            if (stop_after is not None and step - start_step >= stop_after) or out_of_time():
                 stopped = step < s.steps
                 break
     except KeyboardInterrupt:

@@ -1,0 +1,54 @@
+"""`mlxspec train-head` through the CLI on a tiny model folder."""
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mlxspec.cli.main import cli
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlxspec.store") is None,
+                                reason="model store not available yet")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from tiny_folder import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("m") / "tiny")
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    import numpy as np
+
+    f = tmp_path / "c.txt"
+    f.write_text(" ".join(f"w{i}" for i in np.random.default_rng(0).integers(2, 64, 2000)))
+    return f
+
+
+def run(*args):
+    return CliRunner().invoke(cli, ["train-head", *map(str, args)])
+
+
+def test_train_head_writes_head_and_json(model_dir, corpus):
+    r = run("-m", model_dir, "--corpus", corpus, "--steps", 3, "--batch", 2, "--seq-len", 8,
+            "--exit-layer", 1, "--vocab", 20, "--corpus-tokens", 800)
+    assert r.exit_code == 0, r.stderr + r.stdout
+    out = json.loads(r.stdout)
+    head = model_dir / "heads" / "default.safetensors"
+    assert out["path"] == str(head) and head.is_file()
+    settings = json.loads(head.with_suffix(".json").read_text())
+    assert settings["exit_layer"] == 1 and settings["vocab"] == 20 and settings["steps"] == 3
+    assert "teacher windows" in r.stderr or "3/3" in r.stderr  # progress on stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--exit-layer", 2], "exit layer"),
+    (["--corpus", "/nonexistent/x"], "does not exist"),
+    (["--name", "../evil"], "head name"),
+    (["--steps", 0], "steps must be positive"),
+])
+def test_train_head_bad_input(model_dir, args, msg):
+    r = run("-m", model_dir, *args)
+    assert r.exit_code != 0 and msg in r.stderr
