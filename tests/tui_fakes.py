@@ -52,7 +52,7 @@ class FakeEngine:
         self.calls.append({"tokens": list(tokens), "reused": reuse, "temp": params.temp,
                            "top_p": params.top_p, "max_tokens": max_tokens})
         self._cached = list(tokens)
-        text = "".join(chr(t) for t in tokens)
+        text = "".join(chr(t) for t in tokens).rsplit("<user>", 1)[-1]  # the new turn only
         stats = SpecStats(method=self.draft_name, draft_vocab=49152)
         pieces = self.pieces()[:max_tokens]
         try:

@@ -52,7 +52,9 @@ class ConversationsScreen(ModalScreen):
         ol.clear_options()
         convs = self.store.list()
         ol.add_options([Option(describe(c), id=c.id) for c in convs])
-        if not convs:
+        if convs:
+            ol.highlighted = 0  # enter resumes the newest straight away
+        else:
             self.query_one("#info", Static).update("No saved conversations yet.")
         ol.focus()
 
