@@ -16,7 +16,8 @@ from mlxspec.tui.store import ConversationStore
 def describe(conv) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(conv.updated))
     turns = sum(1 for m in conv.messages if m.role == "user")
-    return f"{when}  {conv.title or conv.auto_title()}  ({turns} turns, {conv.model or 'default'})"
+    plural = "turn" if turns == 1 else "turns"
+    return f"{when}  {conv.title or conv.auto_title()}  ({turns} {plural}, {conv.model or 'default'})"
 
 
 class ConversationsScreen(ModalScreen):
