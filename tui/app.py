@@ -259,6 +259,7 @@ class ChatApp(App):
         elif done.finish == "stopped" and not content.strip():
             await self.notice("Stopped before the first token; your message is back in the prompt.")
         self.save()
+        self.sub_title = self.conv.title or (self.conv.auto_title() if self.conv.messages else "")
         self.update_status()
 
     def save(self) -> None:
