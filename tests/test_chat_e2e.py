@@ -49,6 +49,8 @@ def wait_for(what: str, cond, timeout: float, session: str) -> None:
     while time.monotonic() < deadline:
         if cond():
             return
+        if alive(session) and "could not load the model" in screen(session):
+            raise AssertionError(f"the app could not load the model:\n{screen(session)}")
         time.sleep(0.5)
     last = screen(session) if alive(session) else "(session gone)"
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; screen:\n{last}")
