@@ -99,6 +99,10 @@ class HeadTargetRunner(TargetRunner):
         self.length += len(tokens)
         return out
 
+    def _hidden_last(self, tokens: list[int], project: bool = False) -> mx.array:
+        # Prefill must fill the head's cache too, so it goes through forward().
+        return self.forward(tokens, last_only=True)[-1]
+
     def trim(self, n: int) -> None:
         if n <= 0:
             return
