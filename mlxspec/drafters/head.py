@@ -323,3 +323,16 @@ def load_head_drafter(
         )
     except ValueError as exc:
         raise HeadLoadError(f"draft head {hf.path.name}: {exc}") from None
+
+
+def bench_variants(model, tokenizer, model_dir: Path) -> dict:
+    """The trained head with each vocabulary mode, for `mlxspec bench`: the full LM head,
+    the static frequency-ranked core, and the dynamic core + context tail (the default)."""
+    out = {}
+    for mode in ("full", "static", "dynamic"):
+        try:
+            out[f"head {mode}-vocab"] = load_head_drafter(model, tokenizer, model_dir, vocab_mode=mode)
+        except HeadLoadError as exc:
+            log.warning("%s; skipping the head drafter in the benchmark", exc)
+            return {}
+    return out
