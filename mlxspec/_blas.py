@@ -6,18 +6,36 @@ MLX's Linux CPU wheel links the reference BLAS (~5 GFLOP/s), under which a forwa
 symbols (~190 GFLOP/s). That OpenBLAS needs `libgfortran.so.5`, which a bare machine
 lacks; the mlx-cpu wheel bundles a libgfortran under a mangled SONAME, so we load a copy
 whose SONAME is patched to the one OpenBLAS asks for.
+
+cmeel-openblas wheels are built for one CPU each (0.3.31 for SKYLAKEX with AVX-512,
+0.3.29 for ZEN with AVX2), not DYNAMIC_ARCH, so on a CPU without those instructions the
+first matmul dies with SIGILL. Before loading it into this process we run one small matmul
+through it in a child process and remember the verdict per library and CPU.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import glob
+import hashlib
+import json
 import os
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
 STATUS: dict = {"blas": "default", "path": None, "error": None}
+_PROBE_ENV = "MLXSPEC_BLAS_PROBE"  # set in the probing child: load without probing
+_PROBE = """
+import numpy as np
+import mlxspec
+import mlx.core as mx
+assert mlxspec._blas.STATUS["blas"] == "openblas", mlxspec._blas.STATUS["error"]
+a = np.random.default_rng(0).standard_normal((96, 80)).astype(np.float32)
+got = np.array(mx.array(a) @ mx.array(a.T))
+assert np.allclose(got, a @ a.T, rtol=1e-4, atol=1e-3), "wrong matmul results"
+"""
 
 
 def _site_dirs() -> list[Path]:
@@ -59,6 +77,51 @@ def _gfortran_shim() -> None:
     ctypes.CDLL(str(target), mode=ctypes.RTLD_GLOBAL)
 
 
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return ""
+
+
+def _probe_ok(path: str) -> tuple[bool, str]:
+    """Does this OpenBLAS run (and compute right) on this CPU? Checked in a child
+    process, since a wrong build kills its process; the verdict is cached."""
+    st = os.stat(path)
+    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}|{_cpu_flags()}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlxspec" / "blas"
+    verdict_file = cache / f"probe-{key}.json"
+    try:
+        v = json.loads(verdict_file.read_text())
+        return bool(v["ok"]), str(v["why"])
+    except (OSError, ValueError, KeyError):
+        pass
+    env = dict(os.environ, **{_PROBE_ENV: "1"})
+    try:
+        r = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
+        ok = r.returncode == 0
+        if ok:
+            why = ""
+        elif r.returncode < 0:
+            why = f"OpenBLAS build in {path} crashes on this CPU (signal {-r.returncode})"
+        else:
+            last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            why = f"OpenBLAS probe failed: {last}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"OpenBLAS probe failed: {exc}"  # not cached: may be transient
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = verdict_file.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"ok": ok, "why": why}))
+        os.replace(tmp, verdict_file)
+    except OSError:
+        pass
+    return ok, why
+
+
 def load_openblas() -> dict:
     """Best effort: on any failure MLX keeps its own BLAS and `mlxspec doctor` says why."""
     if not sys.platform.startswith("linux") or "mlx.core" in sys.modules:
@@ -70,6 +133,11 @@ def load_openblas() -> dict:
     if path is None:
         STATUS["error"] = "cmeel-openblas not installed"
         return STATUS
+    if not os.environ.get(_PROBE_ENV):
+        ok, why = _probe_ok(path)
+        if not ok:
+            STATUS["error"] = why
+            return STATUS
     try:
         try:
             ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)

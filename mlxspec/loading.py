@@ -72,11 +72,9 @@ def _suggested_draft(name: str) -> Optional[str]:
 
 
 def _head_drafter(target: LoadedModel, required: bool):
-    try:
-        from mlxspec.drafters import head
-    except ImportError:
-        head = None
-    if head is None or not head.find_heads(target.path):
+    from mlxspec.drafters import head
+
+    if not head.find_heads(target.path):
         if required:
             raise HeadLoadError(
                 f"no draft head trained for '{target.name}'; run: mlxspec train-head -m {target.name}"

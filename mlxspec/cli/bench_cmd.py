@@ -56,20 +56,12 @@ def build_methods(target, draft_spec, num_draft, top_p, only):
 
 
 def _head_drafters(target) -> dict:
-    """Every head variant the head module offers (e.g. full / static / dynamic vocab)."""
-    try:
-        from mlxspec.drafters import head
-    except ImportError:
-        return {}
+    """The trained head with each vocabulary mode (full / static / dynamic), if one exists."""
+    from mlxspec.drafters import head
+
     if not head.find_heads(target.path):
         return {}
-    variants = getattr(head, "bench_variants", None)
-    if variants is not None:
-        return variants(target.model, target.tokenizer, target.path)
-    from mlxspec import loading
-
-    drafter = loading._head_drafter(target, required=False)
-    return {"head": drafter} if drafter else {}
+    return head.bench_variants(target.model, target.tokenizer, target.path)
 
 
 @click.command("bench")

@@ -26,6 +26,7 @@ _SKIP_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__", "lib
               "unicodedata", "pydoc_data", "ensurepip"}
 PROSE_ROOTS = ("/usr/share/common-licenses", "/usr/share/doc")
 MAX_FILE_BYTES = 400_000
+MAX_DOC_TOKENS = 2048
 
 
 def stdlib_sources() -> list[Path]:
@@ -68,9 +69,17 @@ def prose_documents(roots: Sequence[str] = PROSE_ROOTS) -> list[Path]:
     return out
 
 
+def _spread(paths: list[Path], seed: int) -> list[Path]:
+    """A fixed shuffle, so a small token budget samples the whole tree, not its first
+    directory."""
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return [paths[i] for i in order]
+
+
 def default_corpus_files() -> list[Path]:
-    """Code and prose interleaved one for one (the longer list's rest appended)."""
-    code, prose = stdlib_sources(), prose_documents()
+    """Code and prose interleaved one for one (the longer list's rest appended), each
+    list in a fixed shuffled order."""
+    code, prose = _spread(stdlib_sources(), 0), _spread(prose_documents(), 1)
     out: list[Path] = []
     for i in range(max(len(code), len(prose))):
         if i < len(code):
@@ -119,8 +128,10 @@ def read_text(path: Path) -> Optional[str]:
 
 
 def tokenize_corpus(tokenizer, paths: Sequence[Path], max_tokens: int,
-                    sep: Optional[int] = None) -> tuple[np.ndarray, int]:
-    """Token stream of the documents (separated by `sep`, e.g. EOS) up to max_tokens.
+                    sep: Optional[int] = None, max_doc_tokens: Optional[int] = MAX_DOC_TOKENS,
+                    ) -> tuple[np.ndarray, int]:
+    """Token stream of the documents (separated by `sep`, e.g. EOS) up to max_tokens,
+    at most `max_doc_tokens` from each so that one long file cannot fill the budget.
     Returns (tokens, documents used)."""
     chunks: list[np.ndarray] = []
     total = 0
@@ -129,7 +140,7 @@ def tokenize_corpus(tokenizer, paths: Sequence[Path], max_tokens: int,
         text = read_text(p)
         if not text or not text.strip():
             continue
-        ids = tokenizer.encode(text)
+        ids = tokenizer.encode(text)[:max_doc_tokens]
         if sep is not None:
             ids = list(ids) + [sep]
         arr = np.asarray(ids, dtype=np.int32)
