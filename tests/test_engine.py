@@ -89,7 +89,8 @@ def test_chunked_prefill_matches_one_shot(target):
     prompt = list(range(1, 40))
     a = TargetRunner(target).prefill(prompt, chunk_size=7)
     b = TargetRunner(target).prefill(prompt, chunk_size=512)
-    np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)
+    # Other matmul shapes sum in another order: float32 noise, relative to logits ~10.
+    np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-4)
 
 
 def test_cache_is_reused_across_calls(target):

@@ -26,7 +26,7 @@ _SKIP_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__", "lib
               "unicodedata", "pydoc_data", "ensurepip"}
 PROSE_ROOTS = ("/usr/share/common-licenses", "/usr/share/doc")
 MAX_FILE_BYTES = 400_000
-MAX_DOC_TOKENS = 2048
+MAX_DOC_TOKENS = 2048  # per file in the default recipe: many files, not a few long ones
 
 
 def stdlib_sources() -> list[Path]:
@@ -128,7 +128,7 @@ def read_text(path: Path) -> Optional[str]:
 
 
 def tokenize_corpus(tokenizer, paths: Sequence[Path], max_tokens: int,
-                    sep: Optional[int] = None, max_doc_tokens: Optional[int] = MAX_DOC_TOKENS,
+                    sep: Optional[int] = None, max_doc_tokens: Optional[int] = None,
                     ) -> tuple[np.ndarray, int]:
     """Token stream of the documents (separated by `sep`, e.g. EOS) up to max_tokens,
     at most `max_doc_tokens` from each so that one long file cannot fill the budget.

@@ -166,7 +166,7 @@ def train(
 ) -> Optional[TrainResult]:
     """Train (or resume) a head. Returns None when stopped early by `stop_after` or the
     time budget before the last step (the checkpoint is kept; run again to resume)."""
-    from mlxspec.head.corpus import default_corpus_files, expand_paths, tokenize_corpus
+    from mlxspec.head.corpus import MAX_DOC_TOKENS, default_corpus_files, expand_paths, tokenize_corpus
 
     lm = LayeredModel(model)
     s = settings
@@ -198,7 +198,8 @@ def train(
         corpus_desc = state["corpus_desc"]
     else:
         paths = expand_paths(s.corpus) if s.corpus else default_corpus_files()
-        tokens, used = tokenize_corpus(tokenizer, paths, s.corpus_tokens, sep=eos[0] if eos else None)
+        tokens, used = tokenize_corpus(tokenizer, paths, s.corpus_tokens, sep=eos[0] if eos else None,
+                                       max_doc_tokens=None if s.corpus else MAX_DOC_TOKENS)
         corpus_desc = {
             "recipe": "files" if s.corpus else "default (python stdlib sources + local licence/doc texts)",
             "paths": [str(p) for p in s.corpus] if s.corpus else [],
