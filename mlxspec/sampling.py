@@ -106,6 +106,16 @@ def max_prob(logits: np.ndarray) -> float:
     return float(1.0 / np.exp(x - x.max()).sum())
 
 
+def draft_pick(logits: np.ndarray, context: Sequence[int], params: SamplingParams,
+               rng: np.random.Generator) -> tuple[int, Optional[np.ndarray], float]:
+    """A drafter's next token from its full-vocabulary logits: (token, the processed
+    distribution it was drawn from or None when greedy, the drafter's confidence)."""
+    if params.greedy:
+        return greedy_token(logits, context, params), None, max_prob(logits)
+    q = probs_from_logits(logits, context, params)
+    return sample(q, rng), q, float(q.max())
+
+
 def fit_vocab(logits: np.ndarray, vocab_size: int) -> np.ndarray:
     """Cut or pad (with -inf) a drafter's logits to the target's vocabulary size; padded
     embedding rows differ between family members (Qwen's do)."""

@@ -291,3 +291,31 @@ def test_train_resume_is_identical_and_output_loads(tmp_path):
     assert s["exit_layer"] == 2 and s["vocab"] == 20 and s["steps"] == 6
     assert "top1_agreement_core_vocab" in s["acceptance"]
     assert 63 in set(da.vocab.ids())  # EOS always in the core
+
+
+def test_new_learning_rate_reuses_the_teacher_features(tmp_path, monkeypatch):
+    """Only the teacher-side settings (corpus, exit layer, windows) force the expensive
+    teacher pass again; a new learning rate trains a new head on the stored features."""
+    from mlxspec.head import train as train_mod
+    from mlxspec.head.train import TrainSettings, train
+
+    model = tiny_model(V, layers=4, hidden=32, seed=11)
+    tok = CharTokenizer(V, eos=63)
+    corpus = _corpus(tmp_path)
+
+    def settings(lr, exit_layer=2):
+        return TrainSettings(exit_layer=exit_layer, vocab=20, steps=4, batch=2, seq_len=16, lr=lr,
+                             warmup=1, corpus=[str(corpus)], eval_windows=4, corpus_tokens=2000)
+
+    assert train(model, tok, tmp_path, settings(3e-3), progress=False, stop_after=1) is None
+    calls = []
+    real_call = train_mod._Teacher.__call__
+    monkeypatch.setattr(train_mod._Teacher, "__call__", lambda self, x: calls.append(x.shape) or real_call(self, x))
+    res = train(model, tok, tmp_path, settings(1e-3), progress=False)
+    assert res is not None and res.steps == 4 and res.settings["lr"] == 1e-3
+    eval_batches = 1  # 4 eval windows in one batch of 8: the only teacher pass left
+    assert len(calls) == eval_batches
+    # another exit layer changes the features: the teacher runs over the corpus again
+    calls.clear()
+    assert train(model, tok, tmp_path, settings(1e-3, exit_layer=1), progress=False, stop_after=1) is None
+    assert len(calls) > eval_batches

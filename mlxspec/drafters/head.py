@@ -29,7 +29,7 @@ from mlxspec.drafters.base import Draft, Drafter
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
-from mlxspec.sampling import SamplingParams, greedy_token, max_prob, probs_from_logits, sample
+from mlxspec.sampling import SamplingParams, draft_pick
 from mlxspec.target import TargetRunner
 
 log = logging.getLogger("mlxspec")
@@ -233,15 +233,10 @@ class HeadDrafter(Drafter):
                 tok = int(self.vocab.sub_to_full[int(j.item())])
                 confidence = float(conf.item())
             else:
-                full = self.full_logits(np.array(sub).astype(np.float64))
-                if params.greedy:
-                    tok = greedy_token(full, context, params)
-                    confidence = max_prob(full)
-                else:
-                    q = probs_from_logits(full, context, params)
-                    tok = sample(q, rng)
+                tok, q, confidence = draft_pick(self.full_logits(np.array(sub).astype(np.float64)),
+                                                context, params, rng)
+                if q is not None:
                     probs.append(q)
-                    confidence = float(q.max())
             tokens.append(tok)
             context.append(tok)
             if confidence < self.min_confidence:

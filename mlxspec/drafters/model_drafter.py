@@ -3,18 +3,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import mlx.core as mx
 import numpy as np
 
 from mlxspec.drafters.base import Draft, Drafter
-from mlxspec.sampling import (
-    SamplingParams,
-    fit_vocab,
-    greedy_token,
-    max_prob,
-    probs_from_logits,
-    sample,
-)
+from mlxspec.sampling import SamplingParams, draft_pick, fit_vocab
 from mlxspec.target import TargetRunner
 
 DEFAULT_MIN_CONFIDENCE = 0.25  # stop drafting below this draft probability
@@ -86,14 +78,9 @@ class ModelDrafter(Drafter):
             probs: list[np.ndarray] = []
             context = list(self._seq)
             for i in range(k):
-                if params.greedy:
-                    tok = greedy_token(row, context, params)
-                    confidence = max_prob(row)
-                else:
-                    q = probs_from_logits(row, context, params)
-                    tok = sample(q, rng)
+                tok, q, confidence = draft_pick(row, context, params, rng)
+                if q is not None:
                     probs.append(q)
-                    confidence = float(q.max())
                 tokens.append(tok)
                 context.append(tok)
                 if i == k - 1 or confidence < self.min_confidence:

@@ -28,9 +28,10 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from mlxspec.archs.layered import LayeredModel
 from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_dir, save_head
-from mlxspec.head.model import DraftHead, HeadConfig, default_exit_layer, new_head
+from mlxspec.head.model import DraftHead, default_exit_layer, new_head
 from mlxspec.head.vocab import rank_core
 
+GRAD_CLIP = 1.0  # global gradient norm: big-activation targets (Qwen) diverge without it
 RANK_KEEP = 65536  # ranked ids stored in the head file (core size can change at load)
 
 
@@ -59,9 +60,19 @@ class TrainSettings:
     def resume_key(self) -> dict:
         """Settings that must match for a checkpoint to be resumed (steps may grow)."""
         d = asdict(self)
-        for k in ("steps", "eval_windows", "vocab_mode"):
+        for k in ("steps", "vocab_mode"):
             d.pop(k)
         return d
+
+
+# What the tokenised corpus and the teacher's features depend on: a checkpoint whose
+# other settings (learning rate, vocabulary, head width...) differ keeps its features.
+TEACHER_FIELDS = ("exit_layer", "seq_len", "corpus", "corpus_tokens", "seed", "eval_windows")
+
+
+def _teacher_key(key: dict) -> dict:
+    defaults = asdict(TrainSettings())  # fields older checkpoints did not record
+    return {k: key.get(k, defaults[k]) for k in TEACHER_FIELDS}
 
 
 @dataclass
@@ -181,12 +192,18 @@ def train(
 
     # -- resume or start -----------------------------------------------------------------
     state = None
+    fresh_head = False  # a checkpoint whose teacher features we keep, with a new head
     if ckpt.is_dir() and resume:
         try:
             state = json.loads((ckpt / "state.json").read_text())
             if state.get("key") != key:
-                _log(f"checkpoint {ckpt} has other settings; starting over")
-                state = None
+                if _teacher_key(state.get("key") or {}) == _teacher_key(key):
+                    _log(f"checkpoint {ckpt} has other training settings; keeping its teacher "
+                         "features, training a new head")
+                    fresh_head = True
+                else:
+                    _log(f"checkpoint {ckpt} has other settings; starting over")
+                    state = None
         except (OSError, ValueError):
             state = None
     if state is None and ckpt.exists():
@@ -232,13 +249,13 @@ def train(
     opt = optim.AdamW(learning_rate=sched, weight_decay=0.0)
     opt.init(head.trainable_parameters())
     step = 0
-    if state is not None:
+    if state is not None and not fresh_head:
         head.load_weights(str(ckpt / "head.safetensors"))
         opt_state = mx.load(str(ckpt / "opt.safetensors"))
         opt.state = tree_unflatten(list(opt_state.items()))
         step = int(state["step"])
         _log(f"resuming {name} from step {step} ({ckpt})")
-    else:
+    elif state is None:
         ckpt.mkdir(parents=True, exist_ok=True)
         np.save(ckpt / "tokens.npy", tokens)
 
@@ -317,6 +334,7 @@ def train(
             h_k = mx.array(feats_hk[idx])
             t_hn = mx.array(feats_hn[idx])
             (loss, (kl, agree)), grads = loss_and_grad(head, h_k, t_hn, core_w, s.hidden_weight)
+            grads, _ = optim.clip_grad_norm(grads, max_norm=GRAD_CLIP)
             opt.update(head, grads)
             mx.eval(head.parameters(), opt.state, loss, agree)
             step += 1
