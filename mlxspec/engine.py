@@ -59,6 +59,7 @@ class Engine:
         self.num_draft = num_draft
         self.adaptive = adaptive
         self.plain_step_s: Optional[float] = None  # measured this session
+        self._governors: dict[tuple, Governor] = {}
         self._runner: Optional[TargetRunner] = None
         self._cached: list[int] = []  # tokens whose KV the target cache holds
         self._drafter_ready = False
@@ -135,7 +136,7 @@ class Engine:
             max_tokens = min(max_tokens, self.max_context - len(prompt))
         rng = np.random.default_rng(seed)
         stats = SpecStats(method=self.draft_name if use_drafter else "plain")
-        gov = Governor(k0, 2 * k0 + 2, self.plain_step_s, adaptive=self.adaptive)
+        gov = self._governor_for(k0, params.greedy)
         eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
         detok = self.tokenizer.detokenizer
         detok.reset()
@@ -204,6 +205,17 @@ class Engine:
             self._runner = runner
             self._cached = seq[:-1]
             self.plain_step_s = gov.plain_step_s
+
+    def _governor_for(self, k0: int, greedy: bool) -> Governor:
+        """One governor per draft length and decoding mode, kept across calls, so what it
+        learnt (draft length, whether speculation pays here) carries to the next turn."""
+        gov = self._governors.get((k0, greedy))
+        if gov is None:
+            gov = self._governors[(k0, greedy)] = Governor(k0, 2 * k0 + 2, self.plain_step_s,
+                                                           adaptive=self.adaptive)
+        elif self.plain_step_s is not None:
+            gov.plain_step_s = self.plain_step_s
+        return gov
 
     def _pick(self, logits: np.ndarray, context: list[int], params, rng) -> int:
         if params.greedy:

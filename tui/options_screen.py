@@ -10,7 +10,7 @@ from textual.widgets import Button, Input, Label, Select, Static, TextArea
 from mlxspec.tui.settings import ChatSettings
 
 DRAFT_CHOICES = [
-    ("auto (trained head, else the suggested draft model)", "auto"),
+    ("auto (the suggested draft model, else a trained head)", "auto"),
     ("none (plain decoding)", "none"),
     ("draft head", "head"),
     ("draft model", "model"),

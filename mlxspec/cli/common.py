@@ -22,7 +22,7 @@ def model_options(f):
         "--draft",
         default="auto",
         show_default=True,
-        help="Drafter: auto (trained head, else the registry's draft partner), none, head, "
+        help="Drafter: auto (the registry's draft partner if installed, else a trained head), none, head, "
         "or a draft model (registry name, folder or hub id).",
     )(f)
     f = click.option(
