@@ -52,6 +52,17 @@ def _find(pattern: str) -> str | None:
     return None
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlxspec" / "blas"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _gfortran_shim() -> None:
     """Load a libgfortran whose SONAME is `libgfortran.so.5` (see module doc)."""
     if ctypes.util.find_library("gfortran"):
@@ -67,13 +78,9 @@ def _gfortran_shim() -> None:
     if data.count(old) != 1:
         raise OSError(f"unexpected SONAME layout in {bundled}")
     patched = data.replace(old, b"libgfortran.so.5".ljust(len(old), b"\0"))
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlxspec" / "blas"
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / f"libgfortran.so.5.{len(data)}"
+    target = _cache_dir() / f"libgfortran.so.5.{len(data)}"
     if not target.exists() or target.stat().st_size != len(patched):
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_bytes(patched)
-        os.replace(tmp, target)
+        _write_atomic(target, patched)
     ctypes.CDLL(str(target), mode=ctypes.RTLD_GLOBAL)
 
 
@@ -92,8 +99,7 @@ def _probe_ok(path: str) -> tuple[bool, str]:
     process, since a wrong build kills its process; the verdict is cached."""
     st = os.stat(path)
     key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}|{_cpu_flags()}".encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlxspec" / "blas"
-    verdict_file = cache / f"probe-{key}.json"
+    verdict_file = _cache_dir() / f"probe-{key}.json"
     try:
         v = json.loads(verdict_file.read_text())
         return bool(v["ok"]), str(v["why"])
@@ -113,10 +119,7 @@ def _probe_ok(path: str) -> tuple[bool, str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"OpenBLAS probe failed: {exc}"  # not cached: may be transient
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = verdict_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"ok": ok, "why": why}))
-        os.replace(tmp, verdict_file)
+        _write_atomic(verdict_file, json.dumps({"ok": ok, "why": why}).encode())
     except OSError:
         pass
     return ok, why
