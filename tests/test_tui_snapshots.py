@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from textual.widgets import Input
 
 from tui_fakes import FakeEngine, fake_loader
 
@@ -36,6 +37,9 @@ async def settle(pilot, cond, timeout=10.0):
     while not cond() and waited < timeout:
         await pilot.pause(0.02)
         waited += 0.02
+    # A blinking cursor would make the screenshot depend on timing.
+    for field in pilot.app.query(Input):
+        field.cursor_blink = False
     await pilot.pause(0.1)
 
 
