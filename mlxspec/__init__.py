@@ -1,5 +1,13 @@
 """mlxspec: lossless speculative decoding for local LLMs on MLX."""
-from mlxspec._blas import load_openblas as _load_openblas
+import os as _os
+
+# Full float32 matmuls on CUDA (and Apple's M5 matrix units), where MLX otherwise runs
+# them at TF32 precision: a batched verify and a one-token step then differ by ~1e-2 in
+# the logits and greedy near-ties flip, so speculative output would not equal plain
+# output. Must be set before mlx.core loads; a user's explicit choice wins.
+_os.environ.setdefault("MLX_ENABLE_TF32", "0")
+
+from mlxspec._blas import load_openblas as _load_openblas  # noqa: E402
 
 _load_openblas()  # must run before the first `import mlx.core`
 

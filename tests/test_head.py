@@ -22,8 +22,12 @@ V = 64
 LOGIT_TOL = 1e-4
 
 
-def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn=1.0):
-    head = new_head(model, k, ffn)
+def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn=1.0, feature=False):
+    head = new_head(model, k, ffn, feature_input=feature)
+    if feature:  # a random feature path, so a wrong feature would change the drafts
+        d = head.config.hidden_size
+        w = head.fuse.weight
+        head.fuse.weight = mx.concatenate([w[:, :d], 0.5 * mx.random.normal((d, d), key=mx.random.key(7))], axis=1)
     return HeadDrafter(model, head, core_ids=list(range(core)), vocab_mode=mode,
                        tail_capacity=tail, num_neighbours=2, min_confidence=min_conf)
 
@@ -48,12 +52,12 @@ def test_layered_model_matches_mlx_lm(arch):
     assert lm.tied == (arch == "llama")
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_shared_cache_verification_equals_full_forward(arch):
+@pytest.mark.parametrize("arch,feature", [("llama", False), ("qwen2", False), ("qwen2", True)])
+def test_shared_cache_verification_equals_full_forward(arch, feature):
     """Random rounds of draft / verify / trim: the runner's logits equal a plain
     TargetRunner's within LOGIT_TOL, and every layer's cache stays consistent."""
     model = tiny_model(V, layers=4, hidden=32, seed=1, arch=arch, scale=2.0)
-    d = make_drafter(model, k=2)
+    d = make_drafter(model, k=2, feature=feature)
     runner, ref = d.make_target_runner(model), TargetRunner(model)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(0, V, 13)]
@@ -92,16 +96,16 @@ def test_forward_with_other_tokens_than_drafted_recomputes():
     assert float(mx.abs(runner.forward(other) - ref.forward(other)).max()) <= LOGIT_TOL
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch,feature", [("llama", False), ("qwen2", False), ("llama", True)])
 @pytest.mark.parametrize("mode", ["full", "static", "dynamic"])
-def test_greedy_head_equals_plain(arch, mode):
+def test_greedy_head_equals_plain(arch, feature, mode):
     for seed in range(2):
         model = tiny_model(V, layers=4, hidden=32, seed=seed, arch=arch, scale=3.0)
         tok = CharTokenizer(V)
         prompt = [int(t) for t in np.random.default_rng(seed).integers(0, V, 5 + seed)]
         ref = toks(Engine(model, tok), prompt)
         for k in (1, 3, 6):
-            d = make_drafter(model, k=2, mode=mode)
+            d = make_drafter(model, k=2, mode=mode, feature=feature)
             eng = Engine(model, tok, d, num_draft=k, draft_name="head", adaptive=False)
             out = list(eng.stream(prompt, SamplingParams(), max_tokens=30))
             assert [r.token for r in out] == ref
@@ -118,14 +122,49 @@ def test_repetition_penalty_greedy_lossless():
     assert toks(eng, [1, 2, 3], params=params) == ref
 
 
-def test_perfect_head_accepts_everything():
+@pytest.mark.parametrize("feature", [False, True])
+def test_perfect_head_accepts_everything(feature):
     """A head at exit layer L-1 initialised from layer L-1 with the full vocabulary *is*
-    the target's last layer: every draft is accepted."""
+    the target's last layer: every draft is accepted (a feature-input head starts with
+    the feature switched off, so it is the same)."""
     model = tiny_model(V, layers=3, hidden=32, seed=4, scale=2.0)
-    d = make_drafter(model, k=2, mode="full")
+    d = HeadDrafter(model, new_head(model, 2, feature_input=feature), core_ids=list(range(24)),
+                    vocab_mode="full", tail_capacity=16, num_neighbours=2, min_confidence=0.0)
     eng = Engine(model, CharTokenizer(V), d, num_draft=4, draft_name="h", adaptive=False)
     s = list(eng.stream([3, 4, 5], SamplingParams(), max_tokens=41))[-1].stats
     assert s.drafted > 0 and s.accepted == s.drafted
+
+
+def test_feature_input_sees_the_verified_states():
+    """After rounds of draft/verify/trim, the head's next step (its cache plus the
+    feature it is given) equals the head run in one pass over the whole sequence with
+    the target's true final states as features: nothing predicted is left behind."""
+    from mlxspec.head.train import shifted_features
+
+    model = tiny_model(V, layers=4, hidden=32, seed=8, scale=2.0)
+    d = make_drafter(model, k=2, feature=True)
+    runner = d.make_target_runner(model)
+    rng = np.random.default_rng(1)
+    prompt = [int(t) for t in rng.integers(0, V, 9)]
+    seq = prompt + [int(mx.argmax(runner.prefill(prompt, chunk_size=4)).item())]
+    d.reset(prompt, runner)
+    d.extend(seq[-1:])
+    for _ in range(6):
+        draft = d.propose(int(rng.integers(1, 4)), SamplingParams(), rng).tokens
+        runner.forward([seq[-1]] + draft)
+        n = int(rng.integers(0, len(draft) + 1))
+        runner.trim(len(draft) - n)
+        nxt = int(rng.integers(0, V))
+        d.commit(n, nxt)
+        seq += draft[:n] + [nxt]
+    got = runner.draft_step(seq[-1], runner.last_feature())
+    lm = LayeredModel(model)
+    x = mx.array([seq], dtype=mx.uint32)
+    h_k = lm.run_layers(lm.embed(x), 0, 2, None, mask="causal")
+    hn = lm.norm(lm.run_layers(h_k, 2, 4, None, mask="causal"))
+    ref = d.head(h_k, shifted_features(hn), "causal", None)[0, -1]
+    assert float(mx.abs(runner.last_feature() - hn[0, -2]).max()) <= LOGIT_TOL
+    assert float(mx.abs(got - ref).max()) <= LOGIT_TOL
 
 
 def test_draft_probs_zero_outside_subset():
@@ -190,19 +229,20 @@ def test_sampling_is_exact():
 
 
 # -- head files ------------------------------------------------------------------------
-def _save(model, tmp_path, name="t"):
+def _save(model, tmp_path, name="t", feature=False):
     from mlxspec.head.io import save_head
 
-    head = new_head(model, 2)
+    head = new_head(model, 2, feature_input=feature)
     path = tmp_path / "heads" / f"{name}.safetensors"
     save_head(path, head, np.arange(30, dtype=np.int32), LayeredModel(model).fingerprint(),
               {"vocab": 20, "vocab_mode": "static", "exit_layer": 2})
     return head, path
 
 
-def test_head_file_round_trip(tmp_path):
+@pytest.mark.parametrize("feature", [False, True])
+def test_head_file_round_trip(tmp_path, feature):
     model = tiny_model(V, layers=4, hidden=32, seed=8)
-    head, path = _save(model, tmp_path)
+    head, path = _save(model, tmp_path, feature=feature)
     assert path.with_suffix(".json").is_file()
     assert find_heads(tmp_path) == [path]
     d = load_head_drafter(model, CharTokenizer(V, eos=63), tmp_path)
@@ -211,6 +251,7 @@ def test_head_file_round_trip(tmp_path):
 
     a, b = dict(tree_flatten(head.parameters())), dict(tree_flatten(d.head.parameters()))
     assert a.keys() == b.keys() and all(mx.array_equal(a[k], b[k]) for k in a)
+    assert d.head.config.feature_input == feature and ("fuse.weight" in a) == feature
     assert not list((tmp_path / "heads").glob(".*tmp*"))  # no temp files left
 
 

@@ -48,6 +48,8 @@ def machine_info() -> dict:
         "blas": STATUS["blas"],
         "blas_path": STATUS["path"],
         "blas_error": STATUS["error"],
+        "f32_matmul": "full float32" if __import__("os").environ.get("MLX_ENABLE_TF32") == "0"
+        else "TF32 allowed (MLX_ENABLE_TF32 set by the user)",
     }
 
 

@@ -30,6 +30,8 @@ def _load_target(spec: str):
 @click.option("--seq-len", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--ffn-ratio", type=float, default=1.0, show_default=True, help="Head MLP width relative to a target layer.")
+@click.option("--feature-input/--no-feature-input", default=False, show_default=True,
+              help="EAGLE-style head: also feed it the target's last final hidden state.")
 @click.option("--corpus-tokens", type=int, default=150_000, show_default=True, help="Corpus tokens (teacher features are computed once for them).")
 @click.option("--name", default="default", show_default=True, help="Head file name under models/<model>/heads/.")
 @click.option("--time-budget", type=float, default=None, metavar="MINUTES",
@@ -37,7 +39,7 @@ def _load_target(spec: str):
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a matching checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, seq_len, lr, ffn_ratio,
-               corpus_tokens, name, time_budget, resume, seed):
+               feature_input, corpus_tokens, name, time_budget, resume, seed):
     """Train a draft head for MODEL (teacher-forced distillation from the model itself).
 
     Writes models/<model>/heads/<name>.safetensors and <name>.json atomically; progress
@@ -72,7 +74,7 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
         raise InvalidParameterError(f"exit layer must be in 1..{n_layers - 1} for {mname}, got {exit_layer}")
     settings = TrainSettings(
         exit_layer=exit_layer, vocab=vocab, steps=steps, batch=batch, seq_len=seq_len, lr=lr,
-        ffn_ratio=ffn_ratio, corpus=[str(Path(c).resolve()) for c in corpus],
+        ffn_ratio=ffn_ratio, feature_input=feature_input, corpus=[str(Path(c).resolve()) for c in corpus],
         corpus_tokens=corpus_tokens, seed=seed, vocab_mode=vocab_mode,
     )
     click.echo(f"training head '{name}' for {mname}: exit layer {settings.exit_layer or 'auto'}, "

@@ -48,17 +48,19 @@ class HeadTargetRunner(TargetRunner):
         self.head = head
         self.k = head.config.exit_layer
         self.head_cache = KVCache()
-        self.low_len = 0
+        self.low_len = 0  # tokens in layers 0..k-1 and in the head's cache
         self._pend_tokens: list[int] = []
         self._pend_h: list[mx.array] = []
+        # final normalised hidden states of the last forward (feature-input heads)
+        self._feats: Optional[mx.array] = None
+        self._feats_base = 0
         self.reused = 0  # tokens whose lower layers forward() did not recompute
 
     # -- lower half (layers 0..k-1 + head) ---------------------------------------------
-    def _lower(self, tokens: list[int]):
+    def _lower(self, tokens: list[int]) -> mx.array:
         h = self.lm.run_layers(self.lm.embed(tokens), 0, self.k, self.cache)
-        y = self.head(h, create_attention_mask(h, self.head_cache), self.head_cache)
         self.low_len += len(tokens)
-        return h, y
+        return h
 
     def _rewind_lower(self, n: int) -> None:
         if n <= 0:
@@ -68,10 +70,24 @@ class HeadTargetRunner(TargetRunner):
         self.head_cache.trim(n)
         self.low_len -= n
 
-    def draft_step(self, token: int) -> mx.array:
-        """Feed one token (at position low_len) through layers 0..k-1 and the head;
-        return the head's predicted final normalised hidden state (d,)."""
-        h, y = self._lower([int(token)])
+    def feature_at(self, pos: int) -> Optional[mx.array]:
+        """The target's final normalised hidden state at `pos`, if the last forward
+        computed it (the feature a feature-input head drafts the next token from)."""
+        i = pos - self._feats_base
+        if self._feats is None or not 0 <= i < self._feats.shape[0]:
+            return None
+        return self._feats[i]
+
+    def last_feature(self) -> Optional[mx.array]:
+        return self.feature_at(self.length - 1)
+
+    def draft_step(self, token: int, feat: Optional[mx.array] = None) -> mx.array:
+        """Feed one token (at position low_len) through layers 0..k-1 and the head, the
+        head given `feat` (the previous position's final hidden state, true or
+        predicted); return the head's predicted final normalised hidden state (d,)."""
+        h = self._lower([int(token)])
+        f = None if feat is None else feat.reshape(1, 1, -1)
+        y = self.head(h, f, None, self.head_cache)
         self._pend_tokens.append(int(token))
         self._pend_h.append(h)
         return y[0, -1]
@@ -79,6 +95,7 @@ class HeadTargetRunner(TargetRunner):
     # -- TargetRunner ---------------------------------------------------------------
     def forward(self, tokens: list[int], last_only: bool = False) -> mx.array:
         tokens = [int(t) for t in tokens]
+        start = self.length
         j = 0
         n_pend = len(self._pend_tokens)
         while j < min(n_pend, len(tokens)) and self._pend_tokens[j] == tokens[j]:
@@ -87,14 +104,21 @@ class HeadTargetRunner(TargetRunner):
         parts = self._pend_h[:j]
         self._pend_tokens, self._pend_h = [], []
         if j < len(tokens):
-            h_rest, _ = self._lower(tokens[j:])  # head output unused: only its k/v get computed
-            parts.append(h_rest)
-        h = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
-        h = self.lm.run_layers(h, self.k, self.lm.num_layers, self.cache)
-        if last_only:
-            h = h[:, -1:]
-        out = self.lm.logits(self.lm.norm(h))[0].astype(mx.float32)
-        mx.eval(out, self.head_cache.keys, self.head_cache.values)
+            parts.append(self._lower(tokens[j:]))
+        h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
+        hn = self.lm.norm(self.lm.run_layers(h_low, self.k, self.lm.num_layers, self.cache))
+        # The head's cache is rebuilt over these tokens from the verified states (the
+        # draft wrote its entries from predicted features).
+        self.head_cache.trim(self.head_cache.offset - start)
+        feat = None
+        if self.head.config.feature_input:
+            prev = self.feature_at(start - 1)
+            prev = mx.zeros_like(hn[:, :1]) if prev is None else prev.reshape(1, 1, -1)
+            feat = mx.concatenate([prev, hn[:, :-1]], axis=1)
+        self.head(h_low, feat, create_attention_mask(h_low, self.head_cache), self.head_cache)
+        self._feats, self._feats_base = hn[0], start
+        out = self.lm.logits(hn[:, -1:] if last_only else hn)[0].astype(mx.float32)
+        mx.eval(out, self._feats, self.head_cache.keys, self.head_cache.values)
         self.reused += j
         self.length += len(tokens)
         return out
@@ -223,9 +247,11 @@ class HeadDrafter(Drafter):
         probs: list[np.ndarray] = []
         context = list(self._seq)
         tok = self._seq[-1]
+        feat = self._runner.last_feature() if self.head.config.feature_input else None
         fast_greedy = params.greedy and (params.repetition_penalty in (None, 1.0))
         for _ in range(k):
-            sub = self.sub_logits(self._runner.draft_step(tok))
+            feat = self._runner.draft_step(tok, feat)
+            sub = self.sub_logits(feat)
             if fast_greedy:
                 m = mx.max(sub)
                 j, conf = mx.argmax(sub), 1.0 / mx.sum(mx.exp(sub - m))

@@ -2,7 +2,11 @@
 
     h_k  (hidden state after the target's first k layers, exact: they are the target's
           layers over the shared KV cache)
-    y  = block(h_k)          one mlx-lm TransformerBlock (own small KV cache), built from
+    x  = h_k                 or, for a feature-input head (EAGLE-style),
+    x  = fuse([h_k ; f])     f = the target's final normalised hidden state one position
+                             back (the true one after verification, the head's own
+                             prediction inside a draft chain)
+    y  = block(x)            one mlx-lm TransformerBlock (own small KV cache), built from
                              the target's ModelArgs, optionally with a narrower MLP
     hn = RMSNorm(y)          trained copy of the target's final norm
     logits = hn @ W[subset]  the target's LM head restricted to the draft vocabulary
@@ -33,6 +37,7 @@ class HeadConfig:
     num_layers: int = 0
     hidden_size: int = 0
     vocab_size: int = 0
+    feature_input: bool = False
     format: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -63,10 +68,18 @@ class DraftHead(nn.Module):
             self.block.use_sliding = False
         eps = getattr(args, "rms_norm_eps", 1e-6)
         self.norm = nn.RMSNorm(config.hidden_size, eps=eps)
+        if config.feature_input:
+            self.fuse = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=False)
         self.config = config
 
-    def __call__(self, h: mx.array, mask=None, cache=None) -> mx.array:
-        """Predicted final *normalised* hidden state for each position of h."""
+    def __call__(self, h: mx.array, feat: Optional[mx.array] = None, mask=None, cache=None) -> mx.array:
+        """Predicted final *normalised* hidden state for each position of h. `feat` (same
+        shape as h) is the previous position's final normalised hidden state; only
+        feature-input heads use it (None there means "unknown": zeros)."""
+        if self.config.feature_input:
+            if feat is None:
+                feat = mx.zeros_like(h)
+            h = self.fuse(mx.concatenate([h, feat.astype(h.dtype)], axis=-1))
         return self.norm(self.block(h, mask, cache))
 
     def num_params(self) -> int:
@@ -76,8 +89,10 @@ class DraftHead(nn.Module):
         return sum(v.nbytes for _, v in tree_flatten(self.parameters()))
 
 
-def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: float = 1.0) -> DraftHead:
-    """A head for `model`, initialised from the target's layer `exit_layer`."""
+def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: float = 1.0,
+             feature_input: bool = False) -> DraftHead:
+    """A head for `model`, initialised from the target's layer `exit_layer` (a feature
+    input starts as [I 0]: h_k passes through, the feature is learnt)."""
     lm = LayeredModel(model)
     k = default_exit_layer(lm.num_layers) if exit_layer is None else int(exit_layer)
     if not 1 <= k < lm.num_layers:
@@ -94,6 +109,7 @@ def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: floa
         num_layers=lm.num_layers,
         hidden_size=lm.hidden_size,
         vocab_size=lm.vocab_size,
+        feature_input=bool(feature_input),
     )
     head = DraftHead(model, cfg)
     # Copy the target's layer k (MLP rows/cols cut to the head's width) and final norm.
@@ -108,5 +124,8 @@ def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: floa
         new.append((name, mx.array(w)))
     head.block.load_weights(new, strict=False)
     head.norm.weight = mx.array(lm.inner.norm.weight)
+    if feature_input:
+        d = lm.hidden_size
+        head.fuse.weight = mx.concatenate([mx.eye(d), mx.zeros((d, d))], axis=1)
     mx.eval(head.parameters())
     return head

@@ -50,6 +50,8 @@ class TrainSettings:
     lr: float = 5e-4
     warmup: int = 20
     ffn_ratio: float = 1.0
+    feature_input: bool = False
+    feature_noise: float = 0.1  # relative noise on the feature input while training
     hidden_weight: float = 1.0
     corpus: list = field(default_factory=list)  # empty: the default offline recipe
     corpus_tokens: int = 150_000
@@ -99,8 +101,26 @@ class _Teacher:
         return mx.stop_gradient(h_k), mx.stop_gradient(h_n)
 
 
-def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float):
-    s_hn = head(h_k, "causal", None)
+def shifted_features(t_hn: mx.array) -> mx.array:
+    """Feature input per position: the final normalised hidden state one position back
+    (zeros at the start, as after a fresh prefill)."""
+    return mx.concatenate([mx.zeros_like(t_hn[:, :1]), t_hn[:, :-1]], axis=1)
+
+
+def _head_features(head: DraftHead, t_hn, noise: float = 0.0):
+    if not head.config.feature_input:
+        return None
+    feat = shifted_features(t_hn)
+    if noise > 0:
+        # The draft chain feeds the head its own (imperfect) predictions: train on
+        # perturbed features so it does not rely on exact ones.
+        rms = mx.sqrt(mx.mean(feat * feat, axis=-1, keepdims=True))
+        feat = feat + noise * rms * mx.random.normal(feat.shape)
+    return feat
+
+
+def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float = 0.0):
+    s_hn = head(h_k, _head_features(head, t_hn, noise), "causal", None)
     t_logits = t_hn @ core_w.T
     s_logits = s_hn @ core_w.T
     t_logp = t_logits - mx.logsumexp(t_logits, axis=-1, keepdims=True)
@@ -123,11 +143,15 @@ def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
     teacher = _Teacher(model, head.config.exit_layer)
     W = lm.lm_head_weight
     core = mx.array(core_ids)
-    n = tot_full = tot_core = tot_soft = 0.0
+    n = tot_full = tot_core = tot_soft = tot_chain = 0.0
     for i in range(0, len(windows), batch):
         x = mx.array(windows[i : i + batch])
         h_k, t_hn = teacher(x)
-        s_hn = head(h_k, "causal", None)
+        s_hn = head(h_k, _head_features(head, t_hn), "causal", None)
+        if head.config.feature_input:
+            c_hn = head(h_k, shifted_features(s_hn), "causal", None)
+            chain = (mx.argmax(c_hn @ W.T, axis=-1) == mx.argmax(t_hn @ W.T, axis=-1))
+            tot_chain += chain.astype(mx.float32).sum().item()
         t_log = t_hn @ W.T
         s_log = s_hn @ W.T
         t_top = mx.argmax(t_log, axis=-1)
@@ -144,12 +168,15 @@ def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
         tot_soft += soft.item()
         n += x.size
     n = max(n, 1)
-    return {
+    out = {
         "top1_agreement_full_vocab": round(tot_full / n, 4),
         "top1_agreement_core_vocab": round(tot_core / n, 4),
         "sampled_acceptance_core_t1": round(tot_soft / n, 4),
         "eval_tokens": int(n),
     }
+    if head.config.feature_input:
+        out["top1_agreement_chained"] = round(tot_chain / n, 4)
+    return out
 
 
 def _progress(step: int, total: int, t0: float, start_step: int, info: str, unit: str = "step") -> None:
@@ -240,7 +267,7 @@ def train(
     eval_w = windows[perm[: s.eval_windows]]
     train_w = windows[perm[s.eval_windows :]]
 
-    head = new_head(model, s.exit_layer, s.ffn_ratio)
+    head = new_head(model, s.exit_layer, s.ffn_ratio, feature_input=s.feature_input)
     sched = optim.join_schedules(
         [optim.linear_schedule(s.lr * 0.05, s.lr, max(1, s.warmup)),
          optim.cosine_decay(s.lr, max(1, s.steps - s.warmup), s.lr * 0.05)],
@@ -333,7 +360,8 @@ def train(
             idx = np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])
             h_k = mx.array(feats_hk[idx])
             t_hn = mx.array(feats_hn[idx])
-            (loss, (kl, agree)), grads = loss_and_grad(head, h_k, t_hn, core_w, s.hidden_weight)
+            (loss, (kl, agree)), grads = loss_and_grad(head, h_k, t_hn, core_w, s.hidden_weight,
+                                                           s.feature_noise)
             grads, _ = optim.clip_grad_norm(grads, max_norm=GRAD_CLIP)
             opt.update(head, grads)
             mx.eval(head.parameters(), opt.state, loss, agree)
@@ -377,6 +405,7 @@ def train(
         "seq_len": s.seq_len,
         "lr": s.lr,
         "ffn_ratio": s.ffn_ratio,
+        "feature_input": s.feature_input,
         "corpus": corpus_desc,
         "head_params": head.num_params(),
         "head_bytes": head.nbytes(),
