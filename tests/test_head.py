@@ -299,7 +299,8 @@ def _corpus(tmp_path):
     return f
 
 
-def test_train_resume_is_identical_and_output_loads(tmp_path):
+@pytest.mark.parametrize("feature", [False, True])
+def test_train_resume_is_identical_and_output_loads(tmp_path, feature):
     from mlxspec.head.train import TrainSettings, train
 
     model = tiny_model(V, layers=4, hidden=32, seed=10)
@@ -307,8 +308,9 @@ def test_train_resume_is_identical_and_output_loads(tmp_path):
     corpus = _corpus(tmp_path)
 
     def settings():
-        return TrainSettings(exit_layer=2, vocab=20, steps=6, batch=2, seq_len=16, lr=3e-3,
-                             warmup=2, corpus=[str(corpus)], eval_windows=4, corpus_tokens=4000)
+        return TrainSettings(exit_layer=2, vocab=20, steps=6, batch=2, seq_len=16, lr=1e-3,
+                             warmup=2, corpus=[str(corpus)], eval_windows=4, corpus_tokens=4000,
+                             feature_input=feature)
 
     losses = []
     res_a = train(model, tok, tmp_path / "a", settings(), progress=False,
@@ -331,6 +333,8 @@ def test_train_resume_is_identical_and_output_loads(tmp_path):
     s = res_a.settings
     assert s["exit_layer"] == 2 and s["vocab"] == 20 and s["steps"] == 6
     assert "top1_agreement_core_vocab" in s["acceptance"]
+    assert ("top1_agreement_chained" in s["acceptance"]) == feature
+    assert da.head.config.feature_input == feature and s["feature_input"] == feature
     assert 63 in set(da.vocab.ids())  # EOS always in the core
 
 

@@ -107,7 +107,7 @@ def shifted_features(t_hn: mx.array) -> mx.array:
     return mx.concatenate([mx.zeros_like(t_hn[:, :1]), t_hn[:, :-1]], axis=1)
 
 
-def _head_features(head: DraftHead, t_hn, noise: float = 0.0):
+def _head_features(head: DraftHead, t_hn, noise: float = 0.0, key=None):
     if not head.config.feature_input:
         return None
     feat = shifted_features(t_hn)
@@ -115,12 +115,12 @@ def _head_features(head: DraftHead, t_hn, noise: float = 0.0):
         # The draft chain feeds the head its own (imperfect) predictions: train on
         # perturbed features so it does not rely on exact ones.
         rms = mx.sqrt(mx.mean(feat * feat, axis=-1, keepdims=True))
-        feat = feat + noise * rms * mx.random.normal(feat.shape)
+        feat = feat + noise * rms * mx.random.normal(feat.shape, key=key)
     return feat
 
 
-def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float = 0.0):
-    s_hn = head(h_k, _head_features(head, t_hn, noise), "causal", None)
+def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float = 0.0, key=None):
+    s_hn = head(h_k, _head_features(head, t_hn, noise, key), "causal", None)
     t_logits = t_hn @ core_w.T
     s_logits = s_hn @ core_w.T
     t_logp = t_logits - mx.logsumexp(t_logits, axis=-1, keepdims=True)
@@ -360,8 +360,9 @@ def train(
             idx = np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])
             h_k = mx.array(feats_hk[idx])
             t_hn = mx.array(feats_hn[idx])
-            (loss, (kl, agree)), grads = loss_and_grad(head, h_k, t_hn, core_w, s.hidden_weight,
-                                                           s.feature_noise)
+            (loss, (kl, agree)), grads = loss_and_grad(
+                head, h_k, t_hn, core_w, s.hidden_weight, s.feature_noise,
+                mx.random.key(s.seed * 1_000_003 + step))  # noise per step: resumes exactly
             grads, _ = optim.clip_grad_norm(grads, max_norm=GRAD_CLIP)
             opt.update(head, grads)
             mx.eval(head.parameters(), opt.state, loss, agree)
