@@ -88,7 +88,8 @@ async def test_send_streams_markdown_and_saves(store):
 
 @sync
 async def test_stream_is_visible_before_the_reply_ends(store):
-    engine = FakeEngine(delay=0.05)
+    engine = FakeEngine(delay=0.01)
+    engine.gate, engine.hold_after = threading.Event(), 3  # 3 pieces, then hold the reply
     app, _ = make_app(store, engine)
     async with app.run_test(size=(100, 32)) as pilot:
         await ready(pilot, app)
@@ -96,6 +97,7 @@ async def test_stream_is_visible_before_the_reply_ends(store):
         await wait_until(pilot, lambda: app.current is not None and len(app.current.content) > 0)
         partial = app.current.content
         assert app.handle is not None and partial != engine.reply
+        engine.gate.set()
         await wait_until(pilot, lambda: app.handle is None)
         assert app.query(AssistantMessage).last().content == engine.reply
 

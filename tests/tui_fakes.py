@@ -30,6 +30,7 @@ class FakeEngine:
         self.threads: set[str] = set()  # which threads touched the engine
         self.closed = 0
         self.gate: Optional[threading.Event] = None  # when set: wait on it before each token
+        self.hold_after = 0  # ...from this token on (earlier ones stream freely)
 
     def encode_chat(self, messages):
         self.threads.add(threading.current_thread().name)
@@ -57,8 +58,8 @@ class FakeEngine:
         pieces = self.pieces()[:max_tokens]
         try:
             for i, piece in enumerate(pieces):
-                if self.gate is not None:
-                    self.gate.wait(5)
+                if self.gate is not None and i >= self.hold_after:
+                    self.gate.wait(10)
                 if self.delay:
                     time.sleep(self.delay)
                 if "explode" in text and i == 3:
