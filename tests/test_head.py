@@ -364,3 +364,43 @@ def test_new_learning_rate_reuses_the_teacher_features(tmp_path, monkeypatch):
     calls.clear()
     assert train(model, tok, tmp_path, settings(1e-3, exit_layer=1), progress=False, stop_after=1) is None
     assert len(calls) > eval_batches
+
+
+def test_init_from_fine_tunes_an_existing_head(tmp_path):
+    from mlx.utils import tree_flatten
+
+    from mlxspec.errors import InvalidParameterError
+    from mlxspec.head.train import TrainSettings, train
+
+    model = tiny_model(V, layers=4, hidden=32, seed=12)
+    tok = CharTokenizer(V, eos=63)
+    corpus = _corpus(tmp_path)
+
+    def settings(**kw):
+        base = dict(exit_layer=2, vocab=20, steps=4, batch=2, seq_len=16, lr=1e-3, warmup=1,
+                    corpus=[str(corpus)], eval_windows=4, corpus_tokens=2000, feature_input=True)
+        base.update(kw)
+        return TrainSettings(**base)
+
+    first = train(model, tok, tmp_path / "a", settings(), progress=False)
+    # a near-zero learning rate: the fine-tuned head is the head it started from
+    tuned = train(model, tok, tmp_path / "b", settings(init_from=str(first.path), lr=1e-12, steps=1),
+                  progress=False)
+    a = dict(tree_flatten(load_head_drafter(model, tok, tmp_path / "a").head.parameters()))
+    b = dict(tree_flatten(load_head_drafter(model, tok, tmp_path / "b").head.parameters()))
+    assert all(mx.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert tuned is not None and tuned.settings["steps"] == 1
+    with pytest.raises(InvalidParameterError, match="exit layer"):
+        train(model, tok, tmp_path / "c", settings(init_from=str(first.path), exit_layer=1), progress=False)
+
+
+def test_self_distillation_prompts_are_not_the_benchmark_prompts():
+    from mlxspec.bench_prompts import SETS
+    from mlxspec.head.selfgen import default_prompts
+
+    bench = {m["content"] for chats in SETS.values() for chat in chats.values() for m in chat
+             if m["role"] == "user"}
+    ours = default_prompts()
+    assert len(ours) == len(set(ours)) >= 50
+    assert not bench & set(ours)
+    assert not any("Fibonacci" in p or "lighthouse" in p or "seasons" in p for p in ours)

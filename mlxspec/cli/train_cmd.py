@@ -32,6 +32,10 @@ def _load_target(spec: str):
 @click.option("--ffn-ratio", type=float, default=1.0, show_default=True, help="Head MLP width relative to a target layer.")
 @click.option("--feature-input/--no-feature-input", default=False, show_default=True,
               help="EAGLE-style head: also feed it the target's last final hidden state.")
+@click.option("--eval-windows", type=int, default=32, show_default=True,
+              help="Held-out windows for the acceptance estimate (not trained on).")
+@click.option("--init-from", default=None, metavar="NAME|FILE",
+              help="Start from a trained head (name under models/<model>/heads/ or a file) and fine-tune it.")
 @click.option("--corpus-tokens", type=int, default=150_000, show_default=True, help="Corpus tokens (teacher features are computed once for them).")
 @click.option("--name", default="default", show_default=True, help="Head file name under models/<model>/heads/.")
 @click.option("--time-budget", type=float, default=None, metavar="MINUTES",
@@ -39,7 +43,7 @@ def _load_target(spec: str):
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a matching checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, seq_len, lr, ffn_ratio,
-               feature_input, corpus_tokens, name, time_budget, resume, seed):
+               feature_input, eval_windows, init_from, corpus_tokens, name, time_budget, resume, seed):
     """Train a draft head for MODEL (teacher-forced distillation from the model itself).
 
     Writes models/<model>/heads/<name>.safetensors and <name>.json atomically; progress
@@ -48,7 +52,8 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
         raise InvalidParameterError(f"head name {name!r} must be letters, digits, '.', '_' or '-'")
-    for label, v in (("steps", steps), ("batch", batch), ("seq-len", seq_len), ("corpus-tokens", corpus_tokens)):
+    for label, v in (("steps", steps), ("batch", batch), ("seq-len", seq_len), ("corpus-tokens", corpus_tokens),
+                     ("eval-windows", eval_windows)):
         if v <= 0:
             raise InvalidParameterError(f"{label} must be positive, got {v}")
     if vocab is not None and vocab <= 0:
@@ -72,10 +77,19 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
     n_layers = LayeredModel(model).num_layers
     if exit_layer is not None and not 1 <= exit_layer < n_layers:
         raise InvalidParameterError(f"exit layer must be in 1..{n_layers - 1} for {mname}, got {exit_layer}")
+    init_path = None
+    if init_from:
+        from mlxspec.head.io import heads_dir
+
+        cand = Path(init_from)
+        init_path = cand if cand.suffix == ".safetensors" else heads_dir(model_dir) / f"{init_from}.safetensors"
+        if not init_path.is_file():
+            raise InvalidParameterError(f"--init-from: no head file {init_path}")
+        init_path = str(init_path.resolve())
     settings = TrainSettings(
         exit_layer=exit_layer, vocab=vocab, steps=steps, batch=batch, seq_len=seq_len, lr=lr,
-        ffn_ratio=ffn_ratio, feature_input=feature_input, corpus=[str(Path(c).resolve()) for c in corpus],
-        corpus_tokens=corpus_tokens, seed=seed, vocab_mode=vocab_mode,
+        ffn_ratio=ffn_ratio, feature_input=feature_input, init_from=init_path, corpus=[str(Path(c).resolve()) for c in corpus],
+        corpus_tokens=corpus_tokens, seed=seed, vocab_mode=vocab_mode, eval_windows=eval_windows,
     )
     click.echo(f"training head '{name}' for {mname}: exit layer {settings.exit_layer or 'auto'}, "
                f"{steps} steps of {batch}x{seq_len} tokens", err=True)

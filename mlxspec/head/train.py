@@ -52,6 +52,7 @@ class TrainSettings:
     ffn_ratio: float = 1.0
     feature_input: bool = False
     feature_noise: float = 0.1  # relative noise on the feature input while training
+    init_from: Optional[str] = None  # a head file to start from (fine-tuning), same shape
     hidden_weight: float = 1.0
     corpus: list = field(default_factory=list)  # empty: the default offline recipe
     corpus_tokens: int = 150_000
@@ -132,6 +133,21 @@ def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float
     loss = kl + hidden_weight * (1.0 - cos).mean()
     agree = (mx.argmax(s_logits, axis=-1) == mx.argmax(t_logits, axis=-1)).astype(mx.float32).mean()
     return loss, (kl, agree)
+
+
+def _init_from(head: DraftHead, path: Path) -> None:
+    from mlxspec.errors import InvalidParameterError
+    from mlxspec.head.io import read_head
+
+    hf = read_head(path)
+    mine, theirs = head.config, hf.config
+    for f in ("exit_layer", "intermediate_size", "feature_input", "hidden_size"):
+        if getattr(mine, f) != getattr(theirs, f):
+            raise InvalidParameterError(
+                f"--init-from {path.name}: its {f.replace('_', ' ')} is {getattr(theirs, f)}, "
+                f"this run's is {getattr(mine, f)}")
+    head.load_weights(list(hf.weights.items()), strict=True)
+    mx.eval(head.parameters())
 
 
 def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
@@ -259,6 +275,14 @@ def train(
         )
     counts = np.bincount(tokens, minlength=lm.vocab_size)[: lm.vocab_size]
     ranked = rank_core(counts, min(RANK_KEEP, lm.vocab_size), always=eos)
+    if s.init_from:
+        # Fine-tuning on a small corpus: its tokens first, then the ranking the head was
+        # trained with (a few thousand tokens cannot rank a whole vocabulary).
+        from mlxspec.head.io import read_head
+
+        prior = [int(t) for t in read_head(Path(s.init_from)).core_ids]
+        fresh = [int(t) for t in ranked if counts[t] > 0 or t in eos]
+        ranked = np.asarray(list(dict.fromkeys(fresh + prior))[:RANK_KEEP], dtype=np.int32)
     core_ids = ranked[: s.vocab]
     starts = np.arange(0, tokens.shape[0] - s.seq_len, s.seq_len)
     windows = np.stack([tokens[i : i + s.seq_len] for i in starts])
@@ -268,6 +292,8 @@ def train(
     train_w = windows[perm[s.eval_windows :]]
 
     head = new_head(model, s.exit_layer, s.ffn_ratio, feature_input=s.feature_input)
+    if s.init_from:
+        _init_from(head, Path(s.init_from))
     sched = optim.join_schedules(
         [optim.linear_schedule(s.lr * 0.05, s.lr, max(1, s.warmup)),
          optim.cosine_decay(s.lr, max(1, s.steps - s.warmup), s.lr * 0.05)],
