@@ -48,6 +48,8 @@ def test_train_head_writes_head_and_json(model_dir, corpus):
     (["--corpus", "/nonexistent/x"], "does not exist"),
     (["--name", "../evil"], "head name"),
     (["--steps", 0], "steps must be positive"),
+    (["--eval-windows", 0], "eval-windows must be positive"),
+    (["--init-from", "no-such-head"], "no head file"),
 ])
 def test_train_head_bad_input(model_dir, args, msg):
     r = run("-m", model_dir, *args)
