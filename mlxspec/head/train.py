@@ -135,11 +135,11 @@ def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float
     return loss, (kl, agree)
 
 
-def _init_from(head: DraftHead, path: Path) -> None:
+def _init_from(head: DraftHead, hf) -> None:
+    """Load the weights of a read head file `hf` into `head` (same shape required)."""
     from mlxspec.errors import InvalidParameterError
-    from mlxspec.head.io import read_head
 
-    hf = read_head(path)
+    path = hf.path
     mine, theirs = head.config, hf.config
     for f in ("exit_layer", "intermediate_size", "feature_input", "hidden_size"):
         if getattr(mine, f) != getattr(theirs, f):
@@ -164,13 +164,13 @@ def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
         x = mx.array(windows[i : i + batch])
         h_k, t_hn = teacher(x)
         s_hn = head(h_k, _head_features(head, t_hn), "causal", None)
-        if head.config.feature_input:
-            c_hn = head(h_k, shifted_features(s_hn), "causal", None)
-            chain = (mx.argmax(c_hn @ W.T, axis=-1) == mx.argmax(t_hn @ W.T, axis=-1))
-            tot_chain += chain.astype(mx.float32).sum().item()
         t_log = t_hn @ W.T
         s_log = s_hn @ W.T
         t_top = mx.argmax(t_log, axis=-1)
+        if head.config.feature_input:
+            c_hn = head(h_k, shifted_features(s_hn), "causal", None)
+            chain = mx.argmax(c_hn @ W.T, axis=-1) == t_top
+            tot_chain += chain.astype(mx.float32).sum().item()
         full = (mx.argmax(s_log, axis=-1) == t_top).astype(mx.float32).sum()
         s_core = mx.take(s_log, core, axis=-1)
         core_top = mx.take(core, mx.argmax(s_core, axis=-1))
@@ -275,12 +275,14 @@ def train(
         )
     counts = np.bincount(tokens, minlength=lm.vocab_size)[: lm.vocab_size]
     ranked = rank_core(counts, min(RANK_KEEP, lm.vocab_size), always=eos)
+    init_head = None
     if s.init_from:
         # Fine-tuning on a small corpus: its tokens first, then the ranking the head was
         # trained with (a few thousand tokens cannot rank a whole vocabulary).
         from mlxspec.head.io import read_head
 
-        prior = [int(t) for t in read_head(Path(s.init_from)).core_ids]
+        init_head = read_head(Path(s.init_from))
+        prior = [int(t) for t in init_head.core_ids]
         fresh = [int(t) for t in ranked if counts[t] > 0 or t in eos]
         ranked = np.asarray(list(dict.fromkeys(fresh + prior))[:RANK_KEEP], dtype=np.int32)
     core_ids = ranked[: s.vocab]
@@ -292,8 +294,8 @@ def train(
     train_w = windows[perm[s.eval_windows :]]
 
     head = new_head(model, s.exit_layer, s.ffn_ratio, feature_input=s.feature_input)
-    if s.init_from:
-        _init_from(head, Path(s.init_from))
+    if init_head is not None:
+        _init_from(head, init_head)
     sched = optim.join_schedules(
         [optim.linear_schedule(s.lr * 0.05, s.lr, max(1, s.warmup)),
          optim.cosine_decay(s.lr, max(1, s.steps - s.warmup), s.lr * 0.05)],
