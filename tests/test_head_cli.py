@@ -50,6 +50,9 @@ def test_train_head_writes_head_and_json(model_dir, corpus):
     (["--steps", 0], "steps must be positive"),
     (["--eval-windows", 0], "eval-windows must be positive"),
     (["--init-from", "no-such-head"], "no head file"),
+    (["--unroll", 0], "unroll must be in 1..4"),
+    (["--features", "/nonexistent/dir"], "no folder"),
+    (["--features", "/tmp", "--corpus", "/tmp"], "either --corpus or --features"),
 ])
 def test_train_head_bad_input(model_dir, args, msg):
     r = run("-m", model_dir, *args)

@@ -36,6 +36,10 @@ def _load_target(spec: str):
               help="Held-out windows for the acceptance estimate (not trained on).")
 @click.option("--init-from", default=None, metavar="NAME|FILE",
               help="Start from a trained head (name under models/<model>/heads/ or a file) and fine-tune it.")
+@click.option("--features", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="Train on replies the model generated with its states kept (python -m mlxspec.head.selfgen) instead of a corpus.")
+@click.option("--unroll", type=int, default=2, show_default=True,
+              help="Feature-input heads: passes on their own predicted features per step (1 = teacher features only).")
 @click.option("--corpus-tokens", type=int, default=150_000, show_default=True, help="Corpus tokens (teacher features are computed once for them).")
 @click.option("--name", default="default", show_default=True, help="Head file name under models/<model>/heads/.")
 @click.option("--time-budget", type=float, default=None, metavar="MINUTES",
@@ -43,7 +47,8 @@ def _load_target(spec: str):
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from a matching checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, seq_len, lr, ffn_ratio,
-               feature_input, eval_windows, init_from, corpus_tokens, name, time_budget, resume, seed):
+               feature_input, eval_windows, init_from, features, unroll, corpus_tokens, name, time_budget, resume,
+               seed):
     """Train a draft head for MODEL (teacher-forced distillation from the model itself).
 
     Writes models/<model>/heads/<name>.safetensors and <name>.json atomically; progress
@@ -64,6 +69,12 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
         raise InvalidParameterError(f"ffn-ratio must be in (0, 4], got {ffn_ratio}")
     if time_budget is not None and time_budget <= 0:
         raise InvalidParameterError("time budget must be positive")
+    if not 1 <= unroll <= 4:
+        raise InvalidParameterError(f"unroll must be in 1..4, got {unroll}")
+    if features and corpus:
+        raise InvalidParameterError("give either --corpus or --features, not both")
+    if features and not Path(features).is_dir():
+        raise InvalidParameterError(f"--features: no folder {features}")
     if corpus:
         from mlxspec.head.corpus import expand_paths
 
@@ -90,6 +101,7 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
         exit_layer=exit_layer, vocab=vocab, steps=steps, batch=batch, seq_len=seq_len, lr=lr,
         ffn_ratio=ffn_ratio, feature_input=feature_input, init_from=init_path, corpus=[str(Path(c).resolve()) for c in corpus],
         corpus_tokens=corpus_tokens, seed=seed, vocab_mode=vocab_mode, eval_windows=eval_windows,
+        unroll=unroll, features=str(Path(features).resolve()) if features else None,
     )
     click.echo(f"training head '{name}' for {mname}: exit layer {settings.exit_layer or 'auto'}, "
                f"{steps} steps of {batch}x{seq_len} tokens", err=True)

@@ -54,6 +54,9 @@ class TrainSettings:
     feature_noise: float = 0.1  # relative noise on the feature input while training
     init_from: Optional[str] = None  # a head file to start from (fine-tuning), same shape
     hidden_weight: float = 1.0
+    unroll: int = 2  # feature-input heads: also train on their own predicted features
+    features: Optional[str] = None  # a selfgen folder (tokens + the target's states)
+    prompt_weight: float = 0.25  # loss weight of prompt positions in `features` rows
     corpus: list = field(default_factory=list)  # empty: the default offline recipe
     corpus_tokens: int = 150_000
     eval_windows: int = 32
@@ -70,7 +73,7 @@ class TrainSettings:
 
 # What the tokenised corpus and the teacher's features depend on: a checkpoint whose
 # other settings (learning rate, vocabulary, head width...) differ keeps its features.
-TEACHER_FIELDS = ("exit_layer", "seq_len", "corpus", "corpus_tokens", "seed", "eval_windows")
+TEACHER_FIELDS = ("exit_layer", "seq_len", "corpus", "corpus_tokens", "seed", "eval_windows", "features")
 
 
 def _teacher_key(key: dict) -> dict:
@@ -120,19 +123,34 @@ def _head_features(head: DraftHead, t_hn, noise: float = 0.0, key=None):
     return feat
 
 
-def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float = 0.0, key=None):
-    s_hn = head(h_k, _head_features(head, t_hn, noise, key), "causal", None)
+def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float = 0.0, key=None,
+          weights=None, unroll: int = 1):
+    """KL to the target's distribution on the core vocabulary plus (1 - cosine) to its
+    final hidden state, averaged over positions with `weights` (B, T) (None: all 1).
+    With `unroll` > 1 a feature-input head is also run on its own predicted features
+    (as inside a draft chain) and each pass adds its loss."""
     t_logits = t_hn @ core_w.T
-    s_logits = s_hn @ core_w.T
     t_logp = t_logits - mx.logsumexp(t_logits, axis=-1, keepdims=True)
-    s_logp = s_logits - mx.logsumexp(s_logits, axis=-1, keepdims=True)
-    kl = mx.sum(mx.exp(t_logp) * (t_logp - s_logp), axis=-1).mean()
-    cos = mx.sum(s_hn * t_hn, axis=-1) / (
-        mx.linalg.norm(s_hn, axis=-1) * mx.linalg.norm(t_hn, axis=-1) + 1e-6
-    )
-    loss = kl + hidden_weight * (1.0 - cos).mean()
-    agree = (mx.argmax(s_logits, axis=-1) == mx.argmax(t_logits, axis=-1)).astype(mx.float32).mean()
-    return loss, (kl, agree)
+    t_p = mx.exp(t_logp)
+    t_top = mx.argmax(t_logits, axis=-1)
+    w = mx.ones(t_hn.shape[:2]) if weights is None else weights
+    w_sum = mx.maximum(w.sum(), 1e-6)
+    t_norm = mx.linalg.norm(t_hn, axis=-1)
+    feat = _head_features(head, t_hn, noise, key)
+    passes = unroll if head.config.feature_input else 1
+    loss = 0.0
+    for i in range(passes):
+        s_hn = head(h_k, feat, "causal", None)
+        s_logits = s_hn @ core_w.T
+        s_logp = s_logits - mx.logsumexp(s_logits, axis=-1, keepdims=True)
+        kl = mx.sum(t_p * (t_logp - s_logp), axis=-1)
+        cos = mx.sum(s_hn * t_hn, axis=-1) / (mx.linalg.norm(s_hn, axis=-1) * t_norm + 1e-6)
+        loss = loss + (w * (kl + hidden_weight * (1.0 - cos))).sum() / w_sum
+        if i == 0:
+            first_kl = (w * kl).sum() / w_sum
+            agree = (w * (mx.argmax(s_logits, axis=-1) == t_top)).sum() / w_sum
+        feat = shifted_features(s_hn)
+    return loss / passes, (first_kl, agree)
 
 
 def _init_from(head: DraftHead, hf) -> None:
@@ -152,37 +170,57 @@ def _init_from(head: DraftHead, hf) -> None:
 
 def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
              batch: int = 8) -> dict:
-    """Teacher-forced acceptance proxies on held-out windows: how often the head's top
-    token equals the target's (greedy acceptance), over the full vocabulary and over the
-    static core; and the mean of sum(min(p, q)) at temperature 1 (sampled acceptance)."""
-    lm = LayeredModel(model)
+    """Teacher-forced acceptance proxies on held-out corpus windows (see score_batches)."""
     teacher = _Teacher(model, head.config.exit_layer)
-    W = lm.lm_head_weight
+
+    def batches():
+        for i in range(0, len(windows), batch):
+            h_k, t_hn = teacher(mx.array(windows[i : i + batch]))
+            yield h_k, t_hn, None
+
+    return score_batches(head, batches(), LayeredModel(model).lm_head_weight, core_ids)
+
+
+def evaluate_features(model, head: DraftHead, hk: np.ndarray, hn: np.ndarray, weights: np.ndarray,
+                      core_ids: np.ndarray, batch: int = 8) -> dict:
+    """The same proxies on stored target states, counting positions with weight > 0."""
+    def batches():
+        for i in range(0, len(hk), batch):
+            yield mx.array(hk[i : i + batch]), mx.array(hn[i : i + batch]), mx.array(weights[i : i + batch])
+
+    return score_batches(head, batches(), LayeredModel(model).lm_head_weight, core_ids)
+
+
+def score_batches(head: DraftHead, batches, W: mx.array, core_ids: np.ndarray) -> dict:
+    """How often the head's top token equals the target's (greedy acceptance), over the
+    full vocabulary and over the static core; the mean of sum(min(p, q)) at temperature
+    1 (sampled acceptance); and, for feature-input heads, the top-1 agreement when every
+    position gets the head's own predicted feature (as inside a draft chain)."""
     core = mx.array(core_ids)
     n = tot_full = tot_core = tot_soft = tot_chain = 0.0
-    for i in range(0, len(windows), batch):
-        x = mx.array(windows[i : i + batch])
-        h_k, t_hn = teacher(x)
+    for h_k, t_hn, w in batches:
+        w = mx.ones(t_hn.shape[:2]) if w is None else (w > 0).astype(mx.float32)
         s_hn = head(h_k, _head_features(head, t_hn), "causal", None)
         t_log = t_hn @ W.T
         s_log = s_hn @ W.T
         t_top = mx.argmax(t_log, axis=-1)
         if head.config.feature_input:
             c_hn = head(h_k, shifted_features(s_hn), "causal", None)
-            chain = mx.argmax(c_hn @ W.T, axis=-1) == t_top
-            tot_chain += chain.astype(mx.float32).sum().item()
-        full = (mx.argmax(s_log, axis=-1) == t_top).astype(mx.float32).sum()
+            chain = (w * (mx.argmax(c_hn @ W.T, axis=-1) == t_top)).sum()
+            tot_chain += chain.item()
+        full = (w * (mx.argmax(s_log, axis=-1) == t_top)).sum()
         s_core = mx.take(s_log, core, axis=-1)
         core_top = mx.take(core, mx.argmax(s_core, axis=-1))
-        agree_core = (core_top == t_top).astype(mx.float32).sum()
+        agree_core = (w * (core_top == t_top)).sum()
         p = mx.softmax(t_log, axis=-1)
         q = mx.softmax(s_core, axis=-1)
-        soft = mx.minimum(mx.take(p, core, axis=-1), q).sum()
-        mx.eval(full, agree_core, soft)
+        soft = (w * mx.minimum(mx.take(p, core, axis=-1), q).sum(axis=-1)).sum()
+        cnt = w.sum()
+        mx.eval(full, agree_core, soft, cnt)
         tot_full += full.item()
         tot_core += agree_core.item()
         tot_soft += soft.item()
-        n += x.size
+        n += cnt.item()
     n = max(n, 1)
     out = {
         "top1_agreement_full_vocab": round(tot_full / n, 4),
@@ -253,7 +291,21 @@ def train(
         shutil.rmtree(ckpt)
 
     eos = list(getattr(tokenizer, "eos_token_ids", None) or [])
-    if state is not None:
+    fdata = None
+    if s.features:
+        # Rows the target generated itself, its states kept: no teacher pass needed.
+        from mlxspec.head.selfgen import load_features
+
+        fdata = load_features(Path(s.features), lm.fingerprint(), s.exit_layer, s.prompt_weight)
+        if len(fdata) < s.eval_windows + 2:
+            from mlxspec.errors import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"--features has {len(fdata)} replies; need more than eval-windows + 1 ({s.eval_windows + 1})")
+        tokens = fdata.tokens[fdata.tokens >= 0].astype(np.int64)
+        corpus_desc = {"recipe": "self-generated replies with the target's states (mlxspec.head.selfgen)",
+                       "paths": [str(s.features)], "documents": len(fdata), "tokens": int(tokens.size)}
+    elif state is not None:
         tokens = np.load(ckpt / "tokens.npy")
         corpus_desc = state["corpus_desc"]
     else:
@@ -267,7 +319,7 @@ def train(
             "tokens": int(tokens.shape[0]),
         }
     need = (s.eval_windows + 2) * (s.seq_len + 1)
-    if tokens.shape[0] < need:
+    if fdata is None and tokens.shape[0] < need:
         from mlxspec.errors import InvalidParameterError
 
         raise InvalidParameterError(
@@ -286,12 +338,18 @@ def train(
         fresh = [int(t) for t in ranked if counts[t] > 0 or t in eos]
         ranked = np.asarray(list(dict.fromkeys(fresh + prior))[:RANK_KEEP], dtype=np.int32)
     core_ids = ranked[: s.vocab]
-    starts = np.arange(0, tokens.shape[0] - s.seq_len, s.seq_len)
-    windows = np.stack([tokens[i : i + s.seq_len] for i in starts])
     rng = np.random.default_rng(s.seed)
-    perm = rng.permutation(len(windows))
-    eval_w = windows[perm[: s.eval_windows]]
-    train_w = windows[perm[s.eval_windows :]]
+    if fdata is not None:
+        perm = rng.permutation(len(fdata))
+        eval_rows, train_rows = np.sort(perm[: s.eval_windows]), np.sort(perm[s.eval_windows :])
+        n_train = len(train_rows)
+    else:
+        starts = np.arange(0, tokens.shape[0] - s.seq_len, s.seq_len)
+        windows = np.stack([tokens[i : i + s.seq_len] for i in starts])
+        perm = rng.permutation(len(windows))
+        eval_w = windows[perm[: s.eval_windows]]
+        train_w = windows[perm[s.eval_windows :]]
+        n_train = len(train_w)
 
     head = new_head(model, s.exit_layer, s.ffn_ratio, feature_input=s.feature_input)
     if init_head is not None:
@@ -327,7 +385,6 @@ def train(
     W = lm.lm_head_weight
     core_w = W[mx.array(core_ids)]
     d = lm.hidden_size
-    n_train = len(train_w)
     t0 = time.perf_counter()
     start_step = step
     stopped = False
@@ -336,46 +393,51 @@ def train(
         return time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
 
     # -- phase 1: the teacher's features, once (memory-mapped, resumable) ----------------
-    hk_path, hn_path = ckpt / "teacher_hk.npy", ckpt / "teacher_hn.npy"
-    done = int(state.get("teacher_done", 0)) if state is not None else 0
-    mode = "r+" if done and hk_path.exists() else "w+"
-    if mode == "w+":
-        done = 0
-    feats_hk = np.lib.format.open_memmap(hk_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
-    feats_hn = np.lib.format.open_memmap(hn_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
-    teacher_state = {"done": done}
+    # (rows from `features` already carry them)
+    feats_w = None
+    if fdata is not None:
+        feats_hk, feats_hn, feats_w = fdata.hk[train_rows], fdata.hn[train_rows], fdata.weights[train_rows]
+    else:
+        hk_path, hn_path = ckpt / "teacher_hk.npy", ckpt / "teacher_hn.npy"
+        done = int(state.get("teacher_done", 0)) if state is not None else 0
+        mode = "r+" if done and hk_path.exists() else "w+"
+        if mode == "w+":
+            done = 0
+        feats_hk = np.lib.format.open_memmap(hk_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
+        feats_hn = np.lib.format.open_memmap(hn_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
+        teacher_state = {"done": done}
 
-    def save_teacher():
-        feats_hk.flush()
-        feats_hn.flush()
-        save_ckpt()
+        def save_teacher():
+            feats_hk.flush()
+            feats_hn.flush()
+            save_ckpt()
 
-    try:
-        tb = time.perf_counter()
-        i0 = done
-        while done < n_train:
-            j = min(n_train, done + s.batch)
-            h_k, t_hn = teacher(mx.array(train_w[done:j]))
-            mx.eval(h_k, t_hn)
-            feats_hk[done:j] = np.array(h_k)
-            feats_hn[done:j] = np.array(t_hn)
-            done = j
-            teacher_state["done"] = done
-            if progress:
-                _progress(done, n_train, tb, i0, "teacher windows", unit="win")
-            if (done // s.batch) % 25 == 0:
+        try:
+            tb = time.perf_counter()
+            i0 = done
+            while done < n_train:
+                j = min(n_train, done + s.batch)
+                h_k, t_hn = teacher(mx.array(train_w[done:j]))
+                mx.eval(h_k, t_hn)
+                feats_hk[done:j] = np.array(h_k)
+                feats_hn[done:j] = np.array(t_hn)
+                done = j
+                teacher_state["done"] = done
+                if progress:
+                    _progress(done, n_train, tb, i0, "teacher windows", unit="win")
+                if (done // s.batch) % 25 == 0:
+                    save_teacher()
+                if out_of_time() or (stop_after is not None and stop_after <= 0):
+                    break
+            if progress and done > i0:
+                sys.stderr.write("\n")
+            if done < n_train:
                 save_teacher()
-            if out_of_time() or (stop_after is not None and stop_after <= 0):
-                break
-        if progress and done > i0:
-            sys.stderr.write("\n")
-        if done < n_train:
+                _log(f"stopped while computing teacher features ({done}/{n_train}); run again to resume")
+                return None
+        except KeyboardInterrupt:
             save_teacher()
-            _log(f"stopped while computing teacher features ({done}/{n_train}); run again to resume")
-            return None
-    except KeyboardInterrupt:
-        save_teacher()
-        raise
+            raise
 
     # -- phase 2: train the head on the stored features ------------------------------
     loss_and_grad = nn.value_and_grad(head, _loss)
@@ -388,9 +450,11 @@ def train(
             idx = np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])
             h_k = mx.array(feats_hk[idx])
             t_hn = mx.array(feats_hn[idx])
+            w = None if feats_w is None else mx.array(feats_w[idx])
             (loss, (kl, agree)), grads = loss_and_grad(
                 head, h_k, t_hn, core_w, s.hidden_weight, s.feature_noise,
-                mx.random.key(s.seed * 1_000_003 + step))  # noise per step: resumes exactly
+                mx.random.key(s.seed * 1_000_003 + step),  # noise per step: resumes exactly
+                w, s.unroll)
             grads, _ = optim.clip_grad_norm(grads, max_norm=GRAD_CLIP)
             opt.update(head, grads)
             mx.eval(head.parameters(), opt.state, loss, agree)
@@ -421,7 +485,11 @@ def train(
         return None
 
     head.eval()
-    metrics = evaluate(model, head, eval_w, core_ids)
+    if fdata is not None:  # held-out replies, scored on reply positions only
+        metrics = evaluate_features(model, head, fdata.hk[eval_rows], fdata.hn[eval_rows],
+                                    fdata.replies[eval_rows].astype(np.float32), core_ids)
+    else:
+        metrics = evaluate(model, head, eval_w, core_ids)
     metrics["train_loss_ema"] = round(float(ema), 4) if ema is not None else None
     metrics["train_seconds_this_run"] = round(time.perf_counter() - t0, 1)
     settings_out = {
@@ -435,6 +503,7 @@ def train(
         "lr": s.lr,
         "ffn_ratio": s.ffn_ratio,
         "feature_input": s.feature_input,
+        "unroll": s.unroll if s.feature_input else 1,
         "corpus": corpus_desc,
         "head_params": head.num_params(),
         "head_bytes": head.nbytes(),
