@@ -3,7 +3,8 @@
 Teacher-forced on a local corpus: for each window of tokens the target runs all its
 layers once (no cache); the head sees the target's layer-k hidden states and learns the
 target's own output distribution (KL on the core vocabulary) and its final normalised
-hidden state (cosine). No labels from anywhere else.
+hidden state (cosine). No labels from anywhere else. Or, with `features`, on replies the
+target generated itself with those states kept (`mlxspec.head.selfgen`): no teacher pass.
 
 Checkpoints (head weights, optimizer state, step, settings, tokenised corpus) live in
 `models/<model>/heads/.ckpt-<name>/`; a run with the same settings resumes from there.
