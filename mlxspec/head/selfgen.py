@@ -147,21 +147,18 @@ def generate_batch(model, prompts: list[list[int]], exit_layer: int, max_tokens:
         if done.all():
             break
         x = mx.array(nxt[:, None])  # rows past their end run on, unused
-    # right-align each row's valid span (drop left pads), -1 after its end
-    out_t = np.full((B, T), -1, dtype=np.int32)
-    out_k = np.zeros_like(hk)
-    out_n = np.zeros_like(hn)
-    for b in range(B):
-        s, e = int(pads[b]), int(min(ends[b], pos))
-        out_t[b, : e - s] = toks[b, s:e]
-        out_k[b, : e - s] = hk[b, s:e]
-        out_n[b, : e - s] = hn[b, s:e]
-    width = int(max(min(ends[b], pos) - pads[b] for b in range(B)))
+    # shift each row's valid span to the left (drop its pads), -1 / zeros after its end
+    spans = [(int(pads[b]), int(min(ends[b], pos))) for b in range(B)]
+    for b, (s, e) in enumerate(spans):
+        for arr, fill in ((toks, -1), (hk, 0.0), (hn, 0.0)):
+            arr[b, : e - s] = arr[b, s:e]  # numpy buffers the overlapping copy
+            arr[b, e - s :] = fill
+    width = max(e - s for s, e in spans)
     return {
-        "tokens": out_t[:, :width],
+        "tokens": toks[:, :width].astype(np.int32),
         "prompt_len": np.array([len(p) for p in prompts], dtype=np.int32),
-        "hk": out_k[:, :width],
-        "hn": out_n[:, :width],
+        "hk": hk[:, :width],
+        "hn": hn[:, :width],
     }
 
 

@@ -371,7 +371,8 @@ def train(
         _log(f"resuming {name} from step {step} ({ckpt})")
     elif state is None:
         ckpt.mkdir(parents=True, exist_ok=True)
-        np.save(ckpt / "tokens.npy", tokens)
+        if fdata is None:  # `features` rows are read from their own folder again
+            np.save(ckpt / "tokens.npy", tokens)
 
     teacher_state = {"done": 0}
 
@@ -395,10 +396,12 @@ def train(
 
     # -- phase 1: the teacher's features, once (memory-mapped, resumable) ----------------
     # (rows from `features` already carry them)
+    # Training row i is row_ids[i] of feats_* (no copy of the `features` rows).
     feats_w = None
     if fdata is not None:
-        feats_hk, feats_hn, feats_w = fdata.hk[train_rows], fdata.hn[train_rows], fdata.weights[train_rows]
+        feats_hk, feats_hn, feats_w, row_ids = fdata.hk, fdata.hn, fdata.weights, train_rows
     else:
+        row_ids = np.arange(n_train)
         hk_path, hn_path = ckpt / "teacher_hk.npy", ckpt / "teacher_hn.npy"
         done = int(state.get("teacher_done", 0)) if state is not None else 0
         mode = "r+" if done and hk_path.exists() else "w+"
@@ -448,7 +451,7 @@ def train(
     t1 = time.perf_counter()
     try:
         while step < s.steps:
-            idx = np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])
+            idx = row_ids[np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])]
             h_k = mx.array(feats_hk[idx])
             t_hn = mx.array(feats_hn[idx])
             w = None if feats_w is None else mx.array(feats_w[idx])
