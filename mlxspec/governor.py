@@ -7,10 +7,12 @@ for a while (longer each time it keeps losing), then probed again.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Optional
 
 _EMA = 0.3
-_MIN_ROUNDS = 4  # rounds measured before judging
+_MIN_ROUNDS = 6  # rounds measured before judging
+_WINDOW = 8  # judged on the totals of the last rounds: one bad round is not a trend
 _MARGIN = 0.95  # speculation must reach this fraction of the plain rate
 _PAUSE_MIN, _PAUSE_MAX = 16, 256
 _CALIBRATION_STEPS = 2
@@ -22,8 +24,7 @@ class Governor:
         self.max_k = max(self.k, max_draft)
         self.adaptive = adaptive
         self.plain_step_s = plain_step_s  # best recent single-token target forward
-        self._round_s: Optional[float] = None
-        self._round_tokens: Optional[float] = None
+        self._recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) per round
         self._rounds = 0
         self._pause_left = 0
         self._pause_len = _PAUSE_MIN
@@ -41,12 +42,7 @@ class Governor:
         self.plain_step_s = seconds if s is None else min(seconds, (1 - _EMA) * s + _EMA * seconds)
 
     def record_round(self, seconds: float, drafted: int, accepted: int) -> None:
-        tokens = accepted + 1
-        if self._round_s is None:
-            self._round_s, self._round_tokens = seconds, float(tokens)
-        else:
-            self._round_s = (1 - _EMA) * self._round_s + _EMA * seconds
-            self._round_tokens = (1 - _EMA) * self._round_tokens + _EMA * tokens
+        self._recent.append((seconds, accepted + 1))
         self._rounds += 1
         if self.adaptive and drafted > 0:
             if accepted == drafted and drafted >= self.k:
@@ -58,12 +54,12 @@ class Governor:
     def _judge(self) -> None:
         if not self.adaptive or self.plain_step_s is None or self._rounds < _MIN_ROUNDS:
             return
-        spec_rate = self._round_tokens / self._round_s
+        spec_rate = sum(t for _, t in self._recent) / max(sum(s for s, _ in self._recent), 1e-9)
         plain_rate = 1.0 / self.plain_step_s
         if spec_rate < _MARGIN * plain_rate:
             self._pause_left = self._pause_len
             self._pause_len = min(2 * self._pause_len, _PAUSE_MAX)
-            self._round_s = self._round_tokens = None
+            self._recent.clear()
             self._rounds = 0
         else:
             self._pause_len = _PAUSE_MIN

@@ -40,6 +40,14 @@ def test_winning_speculation_keeps_going():
         assert gov.use_speculation()
 
 
+def test_one_slow_round_among_fast_ones_does_not_pause():
+    gov = calibrated(0.1)  # plain: 10 tokens/s
+    gov.record_round(1.0, 4, 0)  # a cold or unlucky first round: 1 token/s
+    for _ in range(_MIN_ROUNDS + 4):  # then 4 tokens per 0.15 s round
+        gov.record_round(0.15, 4, 3)
+        assert gov.use_speculation()
+
+
 def test_draft_length_grows_on_full_acceptance_and_shrinks_on_early_rejection():
     gov = calibrated(0.1, k=4)
     gov.record_round(0.1, 4, 4)

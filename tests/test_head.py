@@ -135,6 +135,21 @@ def test_perfect_head_accepts_everything(feature):
     assert s.drafted > 0 and s.accepted == s.drafted
 
 
+def test_drafting_stops_when_the_chain_is_unlikely_to_survive(monkeypatch):
+    """The stop rule multiplies the head's confidences: at 0.6 per token and a floor of
+    0.3 the chain stops after 3 tokens (0.6^2 = 0.36, 0.6^3 = 0.216)."""
+    model = tiny_model(V, layers=3, hidden=32, seed=4)
+    d = make_drafter(model, min_conf=0.3, mode="static")
+    target = d.make_target_runner(model)
+    target.prefill([3, 4, 5])
+    d.reset([3, 4, 5], target)
+    n = d.vocab.size
+    row = np.full(n, np.log(0.4 / (n - 1)), dtype=np.float32)
+    row[1] = np.log(0.6)
+    monkeypatch.setattr(d, "sub_logits", lambda hn: mx.array(row))
+    assert len(d.propose(8, SamplingParams(), np.random.default_rng(0)).tokens) == 3
+
+
 def test_feature_input_sees_the_verified_states():
     """After rounds of draft/verify/trim, the head's next step (its cache plus the
     feature it is given) equals the head run in one pass over the whole sequence with
@@ -396,11 +411,15 @@ def test_init_from_fine_tunes_an_existing_head(tmp_path):
 
 def test_self_distillation_prompts_are_not_the_benchmark_prompts():
     from mlxspec.bench_prompts import SETS
-    from mlxspec.head.selfgen import default_prompts
+    from mlxspec.head.selfgen import default_prompts, more_prompts
 
     bench = {m["content"] for chats in SETS.values() for chat in chats.values() for m in chat
              if m["role"] == "user"}
-    ours = default_prompts()
-    assert len(ours) == len(set(ours)) >= 50
+    base, more = default_prompts(), more_prompts()
+    ours = base + more
+    assert len(ours) == len(set(ours)) >= 900  # the two sets do not overlap either
     assert not bench & set(ours)
-    assert not any("Fibonacci" in p or "lighthouse" in p or "seasons" in p for p in ours)
+    assert not any(w in p.lower() for p in ours for w in ("fibonacci", "lighthouse", "seasons"))
+    # --limit on the second set takes a mix of code, prose and explanations
+    first = more[:100]
+    assert 20 < sum("Python" in p for p in first) < 80

@@ -70,10 +70,17 @@ def test_generate_writes_shards_resumes_and_trains_a_head(tmp_path, monkeypatch)
     generate(model, tok, out, exit_layer=2, prompts=prompts, max_tokens=12, batch=4)
     assert len(calls) == 1 and (out / "shard-0002" / "meta.json").is_file()
 
+    # a second prompt set writes its own shard series into the same folder; both load
+    more = [f"other {c}{c} xyz" for c in "tuvw"]
+    assert generate(model, tok, out, exit_layer=2, prompts=more, max_tokens=12, batch=4,
+                    shard_prefix="shard-more") == 1
+    assert (out / "shard-more-0000" / "meta.json").is_file() and (out / "shard-0000").is_dir()
+
     from mlxspec.archs.layered import LayeredModel
 
     data = load_features(out, LayeredModel(model).fingerprint(), 2)
-    assert len(data) == len(prompts)
+    assert len(data) == len(prompts) + len(more)
+    prompts = prompts + more
     assert np.all(data.weights[data.tokens < 0] == 0) and np.all(data.weights[data.replies] == 1)
 
     settings = TrainSettings(exit_layer=2, vocab=20, steps=4, batch=2, lr=1e-3, warmup=1, eval_windows=3,
@@ -111,6 +118,12 @@ def test_loss_ignores_positions_of_weight_zero():
     b, _ = _loss(head, h2, t2, core_w, 1.0, weights=w)
     c, _ = _loss(head, h2, t2, core_w, 1.0)
     assert abs(a.item() - b.item()) < 1e-5 and abs(a.item() - c.item()) > 1e-3
+    # so training may cut a batch's padded tail (also with the unrolled feature passes)
+    d, _ = _loss(head, h_k[:, :8], t_hn[:, :8], core_w, 1.0, weights=w[:, :8])
+    fhead = new_head(model, 2, feature_input=True)
+    e, _ = _loss(fhead, h_k, t_hn, core_w, 1.0, weights=w, unroll=2)
+    f, _ = _loss(fhead, h_k[:, :8], t_hn[:, :8], core_w, 1.0, weights=w[:, :8], unroll=2)
+    assert abs(a.item() - d.item()) < 1e-5 and abs(e.item() - f.item()) < 1e-5
 
 
 def test_unrolled_loss_trains_on_the_heads_own_features():

@@ -85,11 +85,103 @@ QA_FORMS = [
 ]
 
 
+# A second, larger set (`--set more`): other tasks and forms, so more replies can be added
+# to a folder without changing the shards of the first set.
+MORE_CODE_TASKS = [
+    "parses a URL query string into a dict", "computes the Levenshtein distance between two strings",
+    "finds all anagrams of a word in a list", "converts an integer to its binary representation",
+    "implements a queue with two stacks", "checks whether parentheses in a string are balanced",
+    "computes the nth prime number", "rotates a list by k positions", "merges overlapping intervals",
+    "finds the most common element in a list", "implements depth-first search on a graph",
+    "implements breadth-first search on a graph", "counts the vowels in a string",
+    "converts a snake_case string to camelCase", "computes the dot product of two vectors",
+    "checks whether two strings are anagrams", "finds the second largest number in a list",
+    "reads a CSV file and returns a list of dicts", "writes a list of dicts to a CSV file",
+    "implements bubble sort", "implements merge sort", "implements insertion sort",
+    "computes the power set of a list", "flattens a nested dictionary into dotted keys",
+    "finds the maximum subarray sum", "checks whether a year is a leap year",
+    "computes the sum of digits of an integer", "generates the first n rows of Pascal's triangle",
+    "validates a Sudoku board", "converts a number to words in English",
+    "implements a linked list with insert and delete", "implements a binary search tree insert",
+    "computes the height of a binary tree", "finds the intersection of two lists",
+    "capitalises the first letter of every word", "masks all but the last four digits of a card number",
+    "computes compound interest", "parses command-line arguments with argparse",
+    "hashes a password with hashlib and a salt", "runs a shell command and captures its output",
+    "computes the SHA-256 of a file", "splits a text into sentences",
+    "finds duplicate files in a directory by content", "pretty-prints a table of rows",
+    "converts a dict to an XML string", "memoizes a function with functools",
+    "computes the Collatz sequence of n", "checks whether a string is a valid IPv4 address",
+    "returns the unique characters of a string in order", "computes the least common multiple",
+    "implements run-length encoding", "decodes a run-length encoded string",
+    "generates a random password", "counts lines, words and characters in a file",
+    "finds the k largest elements with heapq", "implements a trie with insert and search",
+    "simulates rolling two dice many times", "computes the area of a polygon from its vertices",
+    "converts hours and minutes to a total number of minutes", "schedules tasks with a priority queue",
+]
+MORE_CODE_STYLES = [
+    "Keep it short.", "Include a docstring and a usage example.", "Add type hints and explain it briefly.",
+    "Explain how it works after the code.", "Write tests for it with pytest too.",
+]
+MORE_PROSE_TOPICS = [
+    "a fox in a snowy forest", "a mountain village in winter", "a street musician in the rain",
+    "a chess game in a park", "the last day of summer holidays", "a ship leaving port at dawn",
+    "an inventor's cluttered attic", "a quiet beach in autumn", "a hot air balloon over fields",
+    "a kitchen on a busy holiday", "a letter from a grandmother", "a power cut in a big city",
+    "a dog waiting at a station", "a museum at midnight", "the first snow in a big city",
+    "a road trip across a desert", "a piano in an empty hall", "a boy building a raft",
+    "a thunderstorm over a farm", "an island with one inhabitant", "a midnight train",
+    "a painter losing her sight", "a beekeeper in June", "an empty theatre",
+    "a night market in a port city", "a cottage in a snowstorm", "a river in flood",
+    "a girl who talks to birds", "a clock tower that stopped", "a spaceship's long voyage",
+    "a walk through an old cemetery", "a carnival packing up", "a broken umbrella",
+    "an old map found in a book", "a city waking up", "a cat on a windowsill",
+    "a wedding in the rain", "a lost key", "the smell of fresh coffee", "a bicycle ride at sunset",
+]
+MORE_PROSE_FORMS = [
+    "Write a short paragraph describing {}.", "Write the opening paragraph of a short story about {}.",
+    "Write a short poem about {}.", "Describe {} in vivid detail.", "Write a haiku about {}.",
+]
+MORE_QA_TOPICS = [
+    "how airplanes stay in the air", "what causes earthquakes", "how the internet works",
+    "what a neural network is", "why leaves change colour in autumn", "how solar panels make electricity",
+    "what an atom is made of", "how batteries store energy", "what causes the northern lights",
+    "how a search engine ranks pages", "what gravity is", "why the ocean is salty",
+    "how a microwave oven heats food", "what a virus is", "how muscles grow",
+    "what the greenhouse effect is", "how a camera works", "what an operating system does",
+    "how memory works in a computer", "what a blockchain is", "why we dream",
+    "how the stock market works", "what evolution by natural selection means",
+    "how a nuclear reactor produces power", "what a prime number is", "why we need sleep",
+    "what the speed of light is", "how plants absorb water", "what a programming language is",
+    "how a thermostat works", "what antibiotics do", "how a submarine dives and surfaces",
+    "what recursion is in programming", "how a vaccine is tested", "what a calorie is",
+    "why cats purr", "what an exchange rate is", "how weather forecasts are made",
+    "what Git is used for", "how a lock and key work", "what big O notation means",
+    "how sound travels", "what a web server does", "why the Earth is round",
+    "what an electric circuit is", "how coffee affects the body", "what a derivative is in calculus",
+    "how a bicycle stays upright", "what an ecosystem is", "how glasses correct vision",
+]
+MORE_QA_FORMS = [
+    "Explain {} in a few sentences.", "Explain {} to a ten-year-old.", "Briefly describe {}, step by step.",
+    "In one short paragraph, explain {}.",
+]
+
+
 def default_prompts() -> list[str]:
     out = [f"Write a Python function that {t}. {s}" for s in CODE_STYLES for t in CODE_TASKS]
     out += [f.format(t) for f in PROSE_FORMS for t in PROSE_TOPICS]
     out += [f.format(t) for f in QA_FORMS for t in QA_TOPICS]
     return out
+
+
+def more_prompts() -> list[str]:
+    out = [f"Write a Python function that {t}. {s}" for s in MORE_CODE_STYLES for t in MORE_CODE_TASKS]
+    out += [f.format(t) for f in MORE_PROSE_FORMS for t in MORE_PROSE_TOPICS]
+    out += [f.format(t) for f in MORE_QA_FORMS for t in MORE_QA_TOPICS]
+    # a fixed shuffle, so that --limit takes a mix of code, prose and explanations
+    return [out[i] for i in np.random.default_rng(0).permutation(len(out))]
+
+
+PROMPT_SETS = {"base": ("shard", default_prompts), "more": ("shard-more", more_prompts)}
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,8 +268,9 @@ def write_shard(path: Path, arrays: dict, meta: dict) -> None:
 
 def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[list[str]] = None,
              max_tokens: int = 128, batch: int = 64, log: Callable[[str], None] = lambda m: None,
-             time_budget_s: Optional[float] = None) -> int:
-    """Generate all shards not yet in `out`; returns the number of shards present."""
+             time_budget_s: Optional[float] = None, shard_prefix: str = "shard") -> int:
+    """Generate all shards not yet in `out` (named `<shard_prefix>-0000`, ...); returns
+    the number of shards present."""
     from mlxspec.archs.layered import LayeredModel
     from mlxspec.head.io import atomic_write_text
     from mlxspec.prompting import encode_chat
@@ -191,7 +284,7 @@ def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[lis
     out.mkdir(parents=True, exist_ok=True)
     shards = 0
     for s, i in enumerate(range(0, len(order), batch)):
-        path = out / f"shard-{s:04d}"
+        path = out / f"{shard_prefix}-{s:04d}"
         shards = s + 1
         if (path / "meta.json").exists():
             continue
@@ -205,7 +298,7 @@ def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[lis
         write_shard(path, res, meta)
         for r, j in enumerate(chunk):
             row = [int(t) for t in res["tokens"][r] if t >= 0]
-            atomic_write_text(out / f"reply-{j:04d}.txt", tokenizer.decode(row))
+            atomic_write_text(out / f"reply{shard_prefix[5:]}-{j:04d}.txt", tokenizer.decode(row))
         n = int((res["tokens"] >= 0).sum())
         dt = time.perf_counter() - t0
         log(f"shard {s}: {len(chunk)} replies, {n} tokens in {dt:.0f}s ({n / dt:.1f} tok/s)")
@@ -282,12 +375,15 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--set", choices=sorted(PROMPT_SETS), default="base",
+                    help="prompt set; each writes its own shard series, so sets add up in one folder")
     a = ap.parse_args(argv)
     target = load_model(a.model)
     k = a.exit_layer or default_exit_layer(LayeredModel(target.model).num_layers)
-    prompts = default_prompts()[: a.limit]
+    prefix, make_prompts = PROMPT_SETS[a.set]
+    prompts = make_prompts()[: a.limit]
     generate(target.model, target.tokenizer, Path(a.out), k, prompts, a.max_tokens, a.batch,
-             log=lambda m: print(m, file=sys.stderr, flush=True))
+             log=lambda m: print(m, file=sys.stderr, flush=True), shard_prefix=prefix)
     return 0
 
 
