@@ -12,7 +12,7 @@ from typing import Optional
 
 _EMA = 0.3
 _MIN_ROUNDS = 6  # rounds measured before judging
-_WINDOW = 8  # judged on the totals of the last rounds: one bad round is not a trend
+_WINDOW = 8  # judged on the totals of the last rounds (>= _MIN_ROUNDS): one bad round is not a trend
 _MARGIN = 0.95  # speculation must reach this fraction of the plain rate
 _PAUSE_MIN, _PAUSE_MAX = 16, 256
 _CALIBRATION_STEPS = 2
@@ -24,8 +24,8 @@ class Governor:
         self.max_k = max(self.k, max_draft)
         self.adaptive = adaptive
         self.plain_step_s = plain_step_s  # best recent single-token target forward
-        self._recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) per round
-        self._rounds = 0
+        # (seconds, tokens) of the rounds since the last judgement that paused (up to _WINDOW)
+        self._recent: deque = deque(maxlen=_WINDOW)
         self._pause_left = 0
         self._pause_len = _PAUSE_MIN
         # A timing carried over from an earlier call counts as calibrated.
@@ -43,7 +43,6 @@ class Governor:
 
     def record_round(self, seconds: float, drafted: int, accepted: int) -> None:
         self._recent.append((seconds, accepted + 1))
-        self._rounds += 1
         if self.adaptive and drafted > 0:
             if accepted == drafted and drafted >= self.k:
                 self.k = min(self.k + 1, self.max_k)
@@ -52,7 +51,7 @@ class Governor:
         self._judge()
 
     def _judge(self) -> None:
-        if not self.adaptive or self.plain_step_s is None or self._rounds < _MIN_ROUNDS:
+        if not self.adaptive or self.plain_step_s is None or len(self._recent) < _MIN_ROUNDS:
             return
         spec_rate = sum(t for _, t in self._recent) / max(sum(s for s, _ in self._recent), 1e-9)
         plain_rate = 1.0 / self.plain_step_s
@@ -60,7 +59,6 @@ class Governor:
             self._pause_left = self._pause_len
             self._pause_len = min(2 * self._pause_len, _PAUSE_MAX)
             self._recent.clear()
-            self._rounds = 0
         else:
             self._pause_len = _PAUSE_MIN
 

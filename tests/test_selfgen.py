@@ -73,7 +73,7 @@ def test_generate_writes_shards_resumes_and_trains_a_head(tmp_path, monkeypatch)
     # a second prompt set writes its own shard series into the same folder; both load
     more = [f"other {c}{c} xyz" for c in "tuvw"]
     assert generate(model, tok, out, exit_layer=2, prompts=more, max_tokens=12, batch=4,
-                    shard_prefix="shard-more") == 1
+                    series="-more") == 1
     assert (out / "shard-more-0000" / "meta.json").is_file() and (out / "shard-0000").is_dir()
 
     from mlxspec.archs.layered import LayeredModel

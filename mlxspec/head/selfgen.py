@@ -166,22 +166,26 @@ MORE_QA_FORMS = [
 ]
 
 
-def default_prompts() -> list[str]:
-    out = [f"Write a Python function that {t}. {s}" for s in CODE_STYLES for t in CODE_TASKS]
-    out += [f.format(t) for f in PROSE_FORMS for t in PROSE_TOPICS]
-    out += [f.format(t) for f in QA_FORMS for t in QA_TOPICS]
+def _compose(code_tasks, code_styles, prose_topics, prose_forms, qa_topics, qa_forms) -> list[str]:
+    out = [f"Write a Python function that {t}. {s}" for s in code_styles for t in code_tasks]
+    out += [f.format(t) for f in prose_forms for t in prose_topics]
+    out += [f.format(t) for f in qa_forms for t in qa_topics]
     return out
 
 
+def default_prompts() -> list[str]:
+    return _compose(CODE_TASKS, CODE_STYLES, PROSE_TOPICS, PROSE_FORMS, QA_TOPICS, QA_FORMS)
+
+
 def more_prompts() -> list[str]:
-    out = [f"Write a Python function that {t}. {s}" for s in MORE_CODE_STYLES for t in MORE_CODE_TASKS]
-    out += [f.format(t) for f in MORE_PROSE_FORMS for t in MORE_PROSE_TOPICS]
-    out += [f.format(t) for f in MORE_QA_FORMS for t in MORE_QA_TOPICS]
+    out = _compose(MORE_CODE_TASKS, MORE_CODE_STYLES, MORE_PROSE_TOPICS, MORE_PROSE_FORMS,
+                   MORE_QA_TOPICS, MORE_QA_FORMS)
     # a fixed shuffle, so that --limit takes a mix of code, prose and explanations
     return [out[i] for i in np.random.default_rng(0).permutation(len(out))]
 
 
-PROMPT_SETS = {"base": ("shard", default_prompts), "more": ("shard-more", more_prompts)}
+# set name -> (file-name suffix of its shards and replies, its prompts)
+PROMPT_SETS = {"base": ("", default_prompts), "more": ("-more", more_prompts)}
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,9 +272,9 @@ def write_shard(path: Path, arrays: dict, meta: dict) -> None:
 
 def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[list[str]] = None,
              max_tokens: int = 128, batch: int = 64, log: Callable[[str], None] = lambda m: None,
-             time_budget_s: Optional[float] = None, shard_prefix: str = "shard") -> int:
-    """Generate all shards not yet in `out` (named `<shard_prefix>-0000`, ...); returns
-    the number of shards present."""
+             time_budget_s: Optional[float] = None, series: str = "") -> int:
+    """Generate all shards not yet in `out` (`shard<series>-0000`, ... and the replies
+    `reply<series>-NNNN.txt`); returns the number of shards present."""
     from mlxspec.archs.layered import LayeredModel
     from mlxspec.head.io import atomic_write_text
     from mlxspec.prompting import encode_chat
@@ -284,7 +288,7 @@ def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[lis
     out.mkdir(parents=True, exist_ok=True)
     shards = 0
     for s, i in enumerate(range(0, len(order), batch)):
-        path = out / f"{shard_prefix}-{s:04d}"
+        path = out / f"shard{series}-{s:04d}"
         shards = s + 1
         if (path / "meta.json").exists():
             continue
@@ -298,7 +302,7 @@ def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[lis
         write_shard(path, res, meta)
         for r, j in enumerate(chunk):
             row = [int(t) for t in res["tokens"][r] if t >= 0]
-            atomic_write_text(out / f"reply{shard_prefix[5:]}-{j:04d}.txt", tokenizer.decode(row))
+            atomic_write_text(out / f"reply{series}-{j:04d}.txt", tokenizer.decode(row))
         n = int((res["tokens"] >= 0).sum())
         dt = time.perf_counter() - t0
         log(f"shard {s}: {len(chunk)} replies, {n} tokens in {dt:.0f}s ({n / dt:.1f} tok/s)")
@@ -380,10 +384,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     target = load_model(a.model)
     k = a.exit_layer or default_exit_layer(LayeredModel(target.model).num_layers)
-    prefix, make_prompts = PROMPT_SETS[a.set]
+    series, make_prompts = PROMPT_SETS[a.set]
     prompts = make_prompts()[: a.limit]
     generate(target.model, target.tokenizer, Path(a.out), k, prompts, a.max_tokens, a.batch,
-             log=lambda m: print(m, file=sys.stderr, flush=True), shard_prefix=prefix)
+             log=lambda m: print(m, file=sys.stderr, flush=True), series=series)
     return 0
 
 

@@ -452,13 +452,14 @@ def train(
     try:
         while step < s.steps:
             idx = row_ids[np.sort(order[[(step * s.batch + i) % n_train for i in range(s.batch)]])]
-            width = feats_hk.shape[1]
+            width, w = feats_hk.shape[1], None
             if feats_w is not None:  # rows end in padding (weight 0): drop the shared tail
-                used = np.nonzero(feats_w[idx].any(axis=0))[0]
+                w_rows = feats_w[idx]
+                used = np.nonzero(w_rows.any(axis=0))[0]
                 width = int(used[-1]) + 1 if used.size else 1
+                w = mx.array(w_rows[:, :width])
             h_k = mx.array(feats_hk[idx, :width])
             t_hn = mx.array(feats_hn[idx, :width])
-            w = None if feats_w is None else mx.array(feats_w[idx, :width])
             (loss, (kl, agree)), grads = loss_and_grad(
                 head, h_k, t_hn, core_w, s.hidden_weight, s.feature_noise,
                 mx.random.key(s.seed * 1_000_003 + step),  # noise per step: resumes exactly
