@@ -23,6 +23,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import warnings
 from pathlib import Path
 
 STATUS: dict = {"blas": "default", "path": None, "error": None}
@@ -127,7 +128,14 @@ def _probe_ok(path: str) -> tuple[bool, str]:
 
 def load_openblas() -> dict:
     """Best effort: on any failure MLX keeps its own BLAS and `mlxspec doctor` says why."""
-    if not sys.platform.startswith("linux") or "mlx.core" in sys.modules:
+    if not sys.platform.startswith("linux"):
+        return STATUS
+    if "mlx.core" in sys.modules:
+        # Too late: MLX already bound the reference BLAS, ~8x slower on batched forwards.
+        STATUS["error"] = "mlx.core was imported before mlxspec (import mlxspec first)"
+        if _find("cmeel.prefix/lib/libopenblas.so*") and not os.environ.get("MLXSPEC_NO_OPENBLAS"):
+            warnings.warn("mlxspec: mlx.core was imported before mlxspec, so MLX keeps its slow "
+                          "reference BLAS; import mlxspec first", RuntimeWarning, stacklevel=3)
         return STATUS
     if os.environ.get("MLXSPEC_NO_OPENBLAS"):
         STATUS["error"] = "disabled by MLXSPEC_NO_OPENBLAS"

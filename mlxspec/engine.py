@@ -24,7 +24,7 @@ from mlxspec.response import GenerationResponse, SpecStats
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
 from mlxspec.target import TargetRunner
 from mlxspec.text import StopMatcher
-from mlxspec.verify import verify_greedy, verify_sampling
+from mlxspec.verify import verify_greedy, verify_sampling, verify_tree_greedy
 
 DEFAULT_NUM_DRAFT = 4
 MAX_TOKENS_LIMIT = 1_000_000
@@ -199,7 +199,7 @@ class Engine:
                 room = min(room, self.max_context - len(seq) - 1)
             self._runner = None
             if use_drafter and gov.use_speculation() and room > 1:
-                pending = self._round(runner, seq, params, rng, gov, stats, min(gov.k, room - 1))
+                pending = self._round(runner, seq, params, rng, gov, stats, min(gov.k, room - 1), room - 1)
             else:
                 pending = self._plain_step(runner, seq, params, rng, gov, stats, use_drafter)
             self._runner = runner
@@ -233,12 +233,17 @@ class Engine:
             self.drafter.extend([nxt])
         return [(nxt, False)]
 
-    def _round(self, runner, seq, params, rng, gov, stats, k):
+    def _round(self, runner, seq, params, rng, gov, stats, k, room):
         t0 = time.perf_counter()
         draft = self.drafter.propose(k, params, rng)
-        drafts = list(draft.tokens)[:k]
+        # A drafter keeps its own chain within k; copied branches may run longer, but
+        # never past what this call may still produce.
+        own = len(draft.tokens) if draft.own is None else draft.own
+        drafts, parents, own = _within_depth(list(draft.tokens), draft.parents, room, own)
         if not drafts:  # the drafter declined: plain step, drafter still informed
             return self._plain_step(runner, seq, params, rng, gov, stats, True)
+        if parents is not None:
+            return self._tree_round(runner, seq, params, gov, stats, drafts, parents, own, t0)
         logits = np.array(runner.forward([seq[-1]] + drafts))
         if params.greedy:
             n, nxt = verify_greedy(logits, drafts, seq, params)
@@ -246,10 +251,57 @@ class Engine:
             n, nxt = verify_sampling(logits, drafts, draft.probs, seq, params, rng)
         runner.trim(len(drafts) - n)
         self.drafter.commit(n, nxt)
-        gov.record_round(time.perf_counter() - t0, len(drafts), n)
+        gov.record_round(time.perf_counter() - t0, own, min(n, own))
         stats.rounds += 1
         stats.drafted += len(drafts)
         stats.accepted += n
         seq.extend(drafts[:n])
         seq.append(nxt)
         return [(t, True) for t in drafts[:n]] + [(nxt, False)]
+
+    def _tree_round(self, runner, seq, params, gov, stats, nodes, parents, own, t0):
+        """Greedy verification of a draft tree in one target forward."""
+        logits = np.array(runner.forward_tree([seq[-1]] + nodes, parents))
+        path, nxt = verify_tree_greedy(logits, nodes, parents, seq, params)
+        runner.accept_tree([0] + [i + 1 for i in path])
+        kept = [nodes[i] for i in path]
+        self.drafter.commit_path(kept, nxt)
+        # The governor sizes the drafter's own guesses (nodes[:own]): how deep they went,
+        # how many of them were kept.
+        depth = _depths(parents[:own])
+        gov.record_round(time.perf_counter() - t0, max(depth, default=0), sum(1 for i in path if i < own))
+        stats.rounds += 1
+        stats.drafted += len(nodes)
+        stats.accepted += len(kept)
+        seq.extend(kept)
+        seq.append(nxt)
+        return [(t, True) for t in kept] + [(nxt, False)]
+
+
+def _depths(parents: Sequence[int]) -> list[int]:
+    """Depth of each node below the root (parents[i] < i, -1 for the root's children)."""
+    depth: list[int] = []
+    for p in parents:
+        depth.append(1 if p < 0 else depth[p] + 1)
+    return depth
+
+
+def _within_depth(tokens: list[int], parents, limit: int, own: int):
+    """The draft without tokens deeper than `limit` below the root (a chain: its first
+    `limit` tokens); a tree that is left a chain becomes one. Also returns how many of
+    the kept tokens are among the first `own`."""
+    if parents is None:
+        kept = tokens[: max(limit, 0)]
+        return kept, None, min(own, len(kept))
+    keep, new_index = [], {}
+    for i, d in enumerate(_depths(parents)):
+        p = parents[i]
+        if d <= limit and (p < 0 or p in new_index):
+            new_index[i] = len(keep)
+            keep.append(i)
+    kept_parents = [-1 if parents[i] < 0 else new_index[parents[i]] for i in keep]
+    kept_tokens = [tokens[i] for i in keep]
+    own = sum(1 for i in keep if i < own)
+    if kept_parents == list(range(-1, len(keep) - 1)):
+        return kept_tokens, None, own
+    return kept_tokens, kept_parents, own

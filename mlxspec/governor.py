@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Optional
 
-_EMA = 0.3
 _MIN_ROUNDS = 6  # rounds measured before judging
 _WINDOW = 8  # judged on the totals of the last rounds (>= _MIN_ROUNDS): one bad round is not a trend
 _MARGIN = 0.95  # speculation must reach this fraction of the plain rate
@@ -23,7 +22,8 @@ class Governor:
         self.k = max(1, num_draft)
         self.max_k = max(self.k, max_draft)
         self.adaptive = adaptive
-        self.plain_step_s = plain_step_s  # best recent single-token target forward
+        self.plain_step_s = plain_step_s  # typical recent single-token target forward
+        self._plain_recent: deque = deque([plain_step_s] if plain_step_s else [], maxlen=_WINDOW)
         # (seconds, tokens) of the rounds since the last judgement that paused (up to _WINDOW)
         self._recent: deque = deque(maxlen=_WINDOW)
         self._pause_left = 0
@@ -36,10 +36,12 @@ class Governor:
         self._plain_samples += 1
         if self._pause_left > 0:
             self._pause_left -= 1
-        s = self.plain_step_s
-        # The minimum tracks the machine's true speed; the EMA lets it drift upwards
-        # if the machine gets slower (long contexts).
-        self.plain_step_s = seconds if s is None else min(seconds, (1 - _EMA) * s + _EMA * seconds)
+        self._plain_recent.append(seconds)
+        # The median of recent steps, as rounds are judged on their totals: one lucky
+        # fast step no longer makes every round look slow (a running minimum did). With
+        # fewer than 3 samples the first, cold step is left out by taking the minimum.
+        recent = sorted(self._plain_recent)
+        self.plain_step_s = recent[0] if len(recent) < 3 else recent[len(recent) // 2]
 
     def record_round(self, seconds: float, drafted: int, accepted: int) -> None:
         self._recent.append((seconds, accepted + 1))

@@ -48,3 +48,29 @@ def verify_sampling(
     n = len(drafts)
     p = probs_from_logits(target_logits[n], context + list(drafts), params)
     return n, sample(p, rng)
+
+
+def verify_tree_greedy(
+    target_logits: np.ndarray,
+    nodes: Sequence[int],
+    parents: Sequence[int],
+    context: list[int],
+    params: SamplingParams,
+) -> tuple[list[int], int]:
+    """Greedy verification of a draft tree. Row 0 of target_logits predicts the token
+    after `context` (the tree's root is context[-1]); row i + 1 the token after node i
+    and its ancestors. parents[i] is node i's parent (-1: a child of the root). Returns
+    the accepted nodes (a root-to-node path, possibly empty) and the target's next token."""
+    children: dict[int, dict[int, int]] = {}
+    for i, (tok, p) in enumerate(zip(nodes, parents)):
+        children.setdefault(int(p), {}).setdefault(int(tok), i)
+    path: list[int] = []
+    at, text = -1, list(context)
+    while True:
+        best = greedy_token(target_logits[at + 1], text, params)
+        nxt = children.get(at, {}).get(best)
+        if nxt is None:
+            return path, best
+        path.append(nxt)
+        text.append(best)
+        at = nxt

@@ -32,3 +32,16 @@ def test_probe_accepts_a_working_build(tmp_path, monkeypatch):
 def test_the_installed_openblas_is_in_use():
     """Speculative decoding on Linux CPU depends on it; the pinned build runs on AVX2."""
     assert _blas.STATUS["blas"] == "openblas", _blas.STATUS["error"]
+
+
+def test_importing_mlx_first_is_reported_not_silent():
+    """mlx.core imported before mlxspec keeps the slow reference BLAS: say so."""
+    import subprocess
+
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "import mlx.core\nimport mlxspec\nprint(mlxspec._blas.STATUS['error'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "imported before mlxspec" in out.stdout
+    if _blas._find("cmeel.prefix/lib/libopenblas.so*"):
+        assert "import mlxspec first" in out.stderr

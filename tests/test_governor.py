@@ -48,6 +48,16 @@ def test_one_slow_round_among_fast_ones_does_not_pause():
         assert gov.use_speculation()
 
 
+def test_one_lucky_fast_plain_step_does_not_pause_winning_speculation():
+    gov = calibrated(0.1)  # plain: 10 tokens/s
+    for seconds in (0.1, 0.1, 0.02):  # one step 5x faster than the rest (timer noise)
+        gov.record_plain(seconds)
+    assert abs(gov.plain_step_s - 0.1) < 1e-9
+    for _ in range(_MIN_ROUNDS + 2):  # 2 tokens per 0.15 s round: 13 tokens/s, a win
+        gov.record_round(0.15, 4, 1)
+        assert gov.use_speculation()
+
+
 def test_draft_length_grows_on_full_acceptance_and_shrinks_on_early_rejection():
     gov = calibrated(0.1, k=4)
     gov.record_round(0.1, 4, 4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mlxspec.archs.layered import LayeredModel
-from mlxspec.drafters.head import HeadDrafter, HeadTargetRunner, find_heads, load_head_drafter
+from mlxspec.drafters.head import HeadDrafter, find_heads, load_head_drafter
 from mlxspec.engine import Engine
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import new_head
@@ -22,14 +22,14 @@ V = 64
 LOGIT_TOL = 1e-4
 
 
-def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn=1.0, feature=False):
+def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn=1.0, feature=False, width=3):
     head = new_head(model, k, ffn, feature_input=feature)
     if feature:  # a random feature path, so a wrong feature would change the drafts
         d = head.config.hidden_size
         w = head.fuse.weight
         head.fuse.weight = mx.concatenate([w[:, :d], 0.5 * mx.random.normal((d, d), key=mx.random.key(7))], axis=1)
     return HeadDrafter(model, head, core_ids=list(range(core)), vocab_mode=mode,
-                       tail_capacity=tail, num_neighbours=2, min_confidence=min_conf)
+                       tail_capacity=tail, num_neighbours=2, min_confidence=min_conf, tree_width=width)
 
 
 def toks(engine, prompt, n=30, params=SamplingParams(), **kw):
@@ -57,7 +57,7 @@ def test_shared_cache_verification_equals_full_forward(arch, feature):
     """Random rounds of draft / verify / trim: the runner's logits equal a plain
     TargetRunner's within LOGIT_TOL, and every layer's cache stays consistent."""
     model = tiny_model(V, layers=4, hidden=32, seed=1, arch=arch, scale=2.0)
-    d = make_drafter(model, k=2, feature=feature)
+    d = make_drafter(model, k=2, feature=feature, width=1)  # chains (trees: test_tree.py)
     runner, ref = d.make_target_runner(model), TargetRunner(model)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(0, V, 13)]
@@ -123,16 +123,23 @@ def test_repetition_penalty_greedy_lossless():
 
 
 @pytest.mark.parametrize("feature", [False, True])
-def test_perfect_head_accepts_everything(feature):
+def test_perfect_head_accepts_everything(feature, monkeypatch):
     """A head at exit layer L-1 initialised from layer L-1 with the full vocabulary *is*
     the target's last layer: every draft is accepted (a feature-input head starts with
-    the feature switched off, so it is the same)."""
+    the feature switched off, so it is the same). As a tree (the full 3-ary tree, so it
+    holds the whole top-1 path), the top-1 path is kept in full every round."""
+    import mlxspec.drafters.head as head_mod
+
+    monkeypatch.setattr(head_mod, "_GROW_MIN_SCORE", 0.0)
     model = tiny_model(V, layers=3, hidden=32, seed=4, scale=2.0)
-    d = HeadDrafter(model, new_head(model, 2, feature_input=feature), core_ids=list(range(24)),
-                    vocab_mode="full", tail_capacity=16, num_neighbours=2, min_confidence=0.0)
-    eng = Engine(model, CharTokenizer(V), d, num_draft=4, draft_name="h", adaptive=False)
-    s = list(eng.stream([3, 4, 5], SamplingParams(), max_tokens=41))[-1].stats
-    assert s.drafted > 0 and s.accepted == s.drafted
+    for width in (1, 3):
+        d = HeadDrafter(model, new_head(model, 2, feature_input=feature), core_ids=list(range(24)),
+                        vocab_mode="full", tail_capacity=16, num_neighbours=2, min_confidence=0.0,
+                        lookup_len=0, tree_width=width, tree_frontier=64, tree_nodes=1000)
+        eng = Engine(model, CharTokenizer(V), d, num_draft=4, draft_name="h", adaptive=False)
+        s = list(eng.stream([3, 4, 5], SamplingParams(), max_tokens=41))[-1].stats
+        assert s.rounds == 8 and s.accepted == 4 * s.rounds
+        assert s.drafted == (s.accepted if width == 1 else 8 * (3 + 9 + 27 + 81))
 
 
 def test_drafting_stops_when_the_chain_is_unlikely_to_survive(monkeypatch):

@@ -21,6 +21,12 @@ class Draft:
     # Row i is the (processed) distribution token i was drawn from, float64, full
     # target vocabulary (zeros outside a pruned vocabulary). None when greedy.
     probs: Optional[np.ndarray] = None
+    # A tree instead of a chain (greedy only): parents[i] is token i's parent, -1 for a
+    # child of the last verified token. None: tokens form one chain.
+    parents: Optional[list[int]] = None
+    # How many leading tokens the drafter's own model guessed (the rest were copied from
+    # the context); the governor sizes the next draft on those. None: all of them.
+    own: Optional[int] = None
 
 
 class Drafter:
@@ -45,6 +51,11 @@ class Drafter:
     def commit(self, num_accepted: int, next_token: int) -> None:
         """The first `num_accepted` drafted tokens were kept and `next_token` follows
         them (a correction or bonus from the target). Rewind anything past that."""
+        raise NotImplementedError
+
+    def commit_path(self, accepted: list[int], next_token: int) -> None:
+        """After a tree round: the kept tokens (a root-to-node path of the tree) and the
+        target's next token. Only drafters that propose trees are asked."""
         raise NotImplementedError
 
     def extend(self, tokens: list[int]) -> None:

@@ -1,17 +1,10 @@
 """Self-speculation: draft with the target's first k layers + a compact head.
 
-The draft's layers *are* the target's layers 0..k-1, over the same KV cache. So:
-- propose() pushes each draft input token through layers 0..k-1 (writing their cache)
-  and the head (its own one-block cache), then the LM head over a pruned vocabulary;
-- the target runner's forward() reuses the layer-k hidden states the draft already
-  computed for those tokens and runs only layers k..L-1 on them (layers 0..k-1 run only
-  for tokens the draft has not seen: the last drafted token, plain steps, prefill);
-- trim() rewinds every layer and the head's cache to the same length.
-
-Cache layout, with `length` = tokens in layers k..L-1 (the verified sequence S[:-1]):
-    layers 0..k-1 and head  hold `low_len` >= length tokens
-    positions length..low_len-1 are "pending": their tokens and layer-k hidden states
-    are kept here and consumed by the next forward() if it starts with the same tokens.
+The draft's layers *are* the target's layers 0..k-1, over the same KV cache
+(HeadTargetRunner, head_runner.py). propose() pushes each draft input token through
+layers 0..k-1 and the head, then the LM head over a pruned vocabulary; in greedy
+decoding, tokens copied from the context join the head's chain as a second branch of a
+draft tree (lookup.py, draft_tree.py).
 """
 from __future__ import annotations
 
@@ -21,16 +14,16 @@ from typing import Optional
 
 import mlx.core as mx
 import numpy as np
-from mlx_lm.models.base import create_attention_mask
-from mlx_lm.models.cache import KVCache
 
 from mlxspec.archs.layered import LayeredModel, UnsupportedArchitectureError
 from mlxspec.drafters.base import Draft, Drafter
+from mlxspec.drafters.draft_tree import add_branch, best_subtree
+from mlxspec.drafters.head_runner import HeadTargetRunner
+from mlxspec.drafters.lookup import ContextLookup
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
 from mlxspec.sampling import SamplingParams, draft_pick
-from mlxspec.target import TargetRunner
 
 log = logging.getLogger("mlxspec")
 
@@ -40,107 +33,15 @@ log = logging.getLogger("mlxspec")
 DEFAULT_MIN_CONFIDENCE = 0.3
 DEFAULT_TAIL = 1024
 DEFAULT_NEIGHBOURS = 4
-
-
-class HeadTargetRunner(TargetRunner):
-    """Target runner whose layers 0..k-1 and cache are shared with the draft head."""
-
-    def __init__(self, model, head: DraftHead):
-        super().__init__(model)
-        self.lm = LayeredModel(model)
-        self.head = head
-        self.k = head.config.exit_layer
-        self.head_cache = KVCache()
-        self.low_len = 0  # tokens in layers 0..k-1 and in the head's cache
-        self._pend_tokens: list[int] = []
-        self._pend_h: list[mx.array] = []
-        # final normalised hidden states of the last forward (feature-input heads)
-        self._feats: Optional[mx.array] = None
-        self._feats_base = 0
-        self.reused = 0  # tokens whose lower layers forward() did not recompute
-
-    # -- lower half (layers 0..k-1 + head) ---------------------------------------------
-    def _lower(self, tokens: list[int]) -> mx.array:
-        h = self.lm.run_layers(self.lm.embed(tokens), 0, self.k, self.cache)
-        self.low_len += len(tokens)
-        return h
-
-    def _rewind_lower(self, n: int) -> None:
-        if n <= 0:
-            return
-        for c in self.cache[: self.k]:
-            c.trim(n)
-        self.head_cache.trim(n)
-        self.low_len -= n
-
-    def feature_at(self, pos: int) -> Optional[mx.array]:
-        """The target's final normalised hidden state at `pos`, if the last forward
-        computed it (the feature a feature-input head drafts the next token from)."""
-        i = pos - self._feats_base
-        if self._feats is None or not 0 <= i < self._feats.shape[0]:
-            return None
-        return self._feats[i]
-
-    def last_feature(self) -> Optional[mx.array]:
-        return self.feature_at(self.length - 1)
-
-    def draft_step(self, token: int, feat: Optional[mx.array] = None) -> mx.array:
-        """Feed one token (at position low_len) through layers 0..k-1 and the head, the
-        head given `feat` (the previous position's final hidden state, true or
-        predicted); return the head's predicted final normalised hidden state (d,)."""
-        h = self._lower([int(token)])
-        f = None if feat is None else feat.reshape(1, 1, -1)
-        y = self.head(h, f, None, self.head_cache)
-        self._pend_tokens.append(int(token))
-        self._pend_h.append(h)
-        return y[0, -1]
-
-    # -- TargetRunner ---------------------------------------------------------------
-    def forward(self, tokens: list[int], last_only: bool = False) -> mx.array:
-        tokens = [int(t) for t in tokens]
-        start = self.length
-        j = 0
-        n_pend = len(self._pend_tokens)
-        while j < min(n_pend, len(tokens)) and self._pend_tokens[j] == tokens[j]:
-            j += 1
-        self._rewind_lower(n_pend - j)
-        parts = self._pend_h[:j]
-        self._pend_tokens, self._pend_h = [], []
-        if j < len(tokens):
-            parts.append(self._lower(tokens[j:]))
-        h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
-        hn = self.lm.norm(self.lm.run_layers(h_low, self.k, self.lm.num_layers, self.cache))
-        # The head's cache is rebuilt over these tokens from the verified states (the
-        # draft wrote its entries from predicted features).
-        self.head_cache.trim(self.head_cache.offset - start)
-        feat = None
-        if self.head.config.feature_input:
-            prev = self.feature_at(start - 1)
-            prev = mx.zeros_like(hn[:, :1]) if prev is None else prev.reshape(1, 1, -1)
-            feat = mx.concatenate([prev, hn[:, :-1]], axis=1)
-        self.head(h_low, feat, create_attention_mask(h_low, self.head_cache), self.head_cache)
-        self._feats, self._feats_base = hn[0], start
-        out = self.lm.logits(hn[:, -1:] if last_only else hn)[0].astype(mx.float32)
-        mx.eval(out, self._feats, self.head_cache.keys, self.head_cache.values)
-        self.reused += j
-        self.length += len(tokens)
-        return out
-
-    def _hidden_last(self, tokens: list[int], project: bool = False) -> mx.array:
-        # Prefill must fill the head's cache too, so it goes through forward().
-        return self.forward(tokens, last_only=True)[-1]
-
-    def trim(self, n: int) -> None:
-        if n <= 0:
-            return
-        n = min(n, self.length)
-        new = self.length - n
-        for c in self.cache[self.k :]:
-            c.trim(n)
-        if self.low_len > new:
-            self._rewind_lower(self.low_len - new)
-        self._pend_tokens, self._pend_h = [], []
-        self.length = new
+# Greedy rounds also verify up to this many tokens copied from the context (a second
+# branch of the draft tree when they differ from the head's guess).
+DEFAULT_LOOKUP_LEN = 5
+# Greedy draft trees: children per expanded node, nodes expanded per level, nodes verified.
+# On the 2-core CPU a verification of up to ~9 tokens costs what one token does (1.5B:
+# 1.0-1.1 s), 10-14 tokens ~1.5x: hence 8 nodes after the last verified token.
+DEFAULT_TREE_WIDTH = 1
+DEFAULT_TREE_FRONTIER = 3
+DEFAULT_TREE_NODES = 8
 
 
 class HeadDrafter(Drafter):
@@ -157,11 +58,18 @@ class HeadDrafter(Drafter):
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         eos_ids=(),
         label: Optional[str] = None,
+        lookup_len: int = DEFAULT_LOOKUP_LEN,
+        tree_width: int = DEFAULT_TREE_WIDTH,
+        tree_frontier: int = DEFAULT_TREE_FRONTIER,
+        tree_nodes: int = DEFAULT_TREE_NODES,
     ):
         self.model = model
         self.head = head
         self.lm = LayeredModel(model)
         self.min_confidence = min_confidence
+        self.lookup_len = lookup_len
+        self.lookup = ContextLookup()
+        self.tree_width, self.tree_frontier, self.tree_nodes = tree_width, tree_frontier, tree_nodes
         self.name = label or f"head@{head.config.exit_layer}"
         V = self.lm.vocab_size
         core = [int(t) for t in eos_ids if 0 <= int(t) < V] + [int(t) for t in core_ids]
@@ -195,16 +103,20 @@ class HeadDrafter(Drafter):
         self._seq = list(prompt)
         self._last = []
         self.vocab.reset(self._seq)
+        self.lookup.reset(self._seq)
 
     def extend(self, tokens: list[int]) -> None:
-        self._seq.extend(int(t) for t in tokens)
+        tokens = [int(t) for t in tokens]
+        self._seq.extend(tokens)
         self.vocab.observe(tokens)
+        self.lookup.extend(tokens)
 
     def commit(self, num_accepted: int, next_token: int) -> None:
-        new = list(self._last[:num_accepted]) + [int(next_token)]
+        self.commit_path(list(self._last[:num_accepted]), next_token)
+
+    def commit_path(self, accepted: list[int], next_token: int) -> None:
         self._last = []
-        self._seq.extend(new)
-        self.vocab.observe(new)
+        self.extend(list(accepted) + [int(next_token)])
 
     @property
     def vocab_size_in_use(self) -> Optional[int]:
@@ -252,6 +164,8 @@ class HeadDrafter(Drafter):
         tok = self._seq[-1]
         feat = self._runner.last_feature() if self.head.config.feature_input else None
         fast_greedy = params.greedy and (params.repetition_penalty in (None, 1.0))
+        if fast_greedy and self.tree_width > 1 and self._runner.supports_tree:
+            return self._propose_tree(k)
         chain = 1.0  # estimated probability that every token so far is accepted
         for _ in range(k):
             feat = self._runner.draft_step(tok, feat)
@@ -273,7 +187,77 @@ class HeadDrafter(Drafter):
             if chain < self.min_confidence:
                 break
         self._last = tokens
+        if fast_greedy and self.lookup_len > 0 and self._runner.supports_tree:
+            return self._finish(tokens, list(range(-1, len(tokens) - 1)), self.lookup.propose(self.lookup_len))
         return Draft(tokens=tokens, probs=np.stack(probs) if probs else None)
+
+    def _top_children(self, y: mx.array) -> tuple[np.ndarray, np.ndarray]:
+        """The tree_width likeliest draft tokens (full-vocab ids, -1 for an empty slot)
+        and their probabilities, for each row of predicted features y (B, d)."""
+        sub = (y @ self._core_w.T).astype(mx.float32)
+        if self._tail_w is not None and self.vocab.tail_capacity:
+            sub = mx.concatenate([sub, (y @ self._tail_w.T).astype(mx.float32) + self._tail_mask], axis=1)
+        w = min(self.tree_width, sub.shape[1])
+        top = mx.argpartition(-sub, w - 1, axis=1)[:, :w]
+        m = mx.max(sub, axis=1, keepdims=True)
+        p = mx.exp(mx.take_along_axis(sub, top, axis=1) - m) / mx.sum(mx.exp(sub - m), axis=1, keepdims=True)
+        return self.vocab.sub_to_full[np.array(top)], np.array(p).astype(np.float64)
+
+    def _propose_tree(self, depth_limit: int) -> Draft:
+        """EAGLE-2-style dynamic tree (greedy only). A node's score is the product of the
+        head's probabilities along its path, an estimate of its chance of being kept.
+        Each level feeds the best `tree_frontier` nodes of the newest depth (score at
+        least _GROW_MIN_SCORE) through the head at once (one batched pass costs about
+        what one token does), each spawning its `tree_width` likeliest children. Growth
+        stops when the best new node's score falls below min_confidence (the chain
+        rule's threshold). The best nodes by score are verified: `tree_nodes` in all,
+        fewer when tokens copied from the context take some of the slots."""
+        run = self._runner
+        root = self._seq[-1]
+        feat = run.last_feature() if self.head.config.feature_input else None
+        y = run.draft_step(root, feat)[None]
+        fed: list[tuple[float, int, int]] = []  # (score, parent index in fed or -1, token)
+        open_: list[tuple[float, int, int]] = []  # children not fed (parents index fed)
+        level = [-1]  # the fed nodes whose predictions are the rows of y
+        for depth in range(1, depth_limit + 1):
+            toks, probs = self._top_children(y)
+            born = sorted(((1.0 if parent < 0 else fed[parent][0]) * float(q), parent, int(t))
+                          for row, parent in enumerate(level)
+                          for t, q in zip(toks[row], probs[row]) if t >= 0)[::-1]
+            grow = [] if depth == depth_limit else [
+                c for c in born[: self.tree_frontier] if c[0] >= _GROW_MIN_SCORE]
+            if not grow or grow[0][0] < self.min_confidence:
+                open_ += born
+                break
+            open_ += born[len(grow):]
+            rows = {parent: r for r, parent in enumerate(level)}
+            feats = mx.stack([y[rows[p]] for _, p, _ in grow]) if feat is not None else None
+            level = list(range(len(fed), len(fed) + len(grow)))
+            fed += grow
+            y = run.draft_tree_step([t for _, _, t in grow], feats, [-1] + [p + 1 for _, p, _ in fed])
+        # Fed nodes first, in feed order, so the verification reuses their lower layers.
+        nodes = fed + open_
+        copied = self.lookup.propose(self.lookup_len) if self.lookup_len > 0 else []
+        budget = max(_MIN_HEAD_NODES, self.tree_nodes - len(copied))
+        keep = best_subtree([sc for sc, _, _ in nodes], [p for _, p, _ in nodes], budget)
+        index = {old: new for new, old in enumerate(keep)}
+        tokens = [nodes[i][2] for i in keep]
+        parents = [-1 if nodes[i][1] < 0 else index[nodes[i][1]] for i in keep]
+        return self._finish(tokens, parents, copied)
+
+    def _finish(self, tokens: list[int], parents: list[int], copied: list[int]) -> Draft:
+        """The head's guesses plus the tokens copied from the context, merged as a trie;
+        a tree that is a single chain is returned as one."""
+        own = len(tokens)
+        # Verification costs about one token's forward up to ~9 tokens, then jumps.
+        tokens, parents = add_branch(tokens, parents, copied, max_new=max(0, self.tree_nodes - own))
+        linear = parents == list(range(-1, len(tokens) - 1))
+        self._last = list(tokens) if linear else []  # a chain round commits a prefix of these
+        return Draft(tokens=tokens, parents=None if linear else parents, own=own)
+
+
+_GROW_MIN_SCORE = 0.05  # a node less likely than this is not expanded
+_MIN_HEAD_NODES = 3  # verification slots the head keeps when copied tokens take the rest
 
 
 # -- loading -------------------------------------------------------------------------
@@ -311,6 +295,7 @@ def load_head_drafter(
     vocab_size: Optional[int] = None,
     tail_capacity: Optional[int] = None,
     min_confidence: Optional[float] = None,
+    lookup_len: Optional[int] = None,
 ) -> HeadDrafter:
     """Load a trained head for `model`. Raises HeadLoadError on a missing, corrupt or
     mismatched head file (the engine then falls back to another drafter)."""
@@ -346,6 +331,7 @@ def load_head_drafter(
             min_confidence=DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence,
             eos_ids=eos,
             label=f"head:{hf.path.stem}",
+            lookup_len=DEFAULT_LOOKUP_LEN if lookup_len is None else lookup_len,
         )
     except ValueError as exc:
         raise HeadLoadError(f"draft head {hf.path.name}: {exc}") from None
@@ -353,11 +339,14 @@ def load_head_drafter(
 
 def bench_variants(model, tokenizer, model_dir: Path) -> dict:
     """The trained head with each vocabulary mode, for `mlxspec bench`: the full LM head,
-    the static frequency-ranked core, and the dynamic core + context tail (the default)."""
+    the static frequency-ranked core, and the dynamic core + context tail (the default),
+    plus the default without its context-copy branch (what the head alone does)."""
     out = {}
-    for mode in ("full", "static", "dynamic"):
+    variants = [(f"head {m}-vocab", m, None) for m in ("full", "static", "dynamic")]
+    variants.append(("head dynamic-vocab, no copy", "dynamic", 0))
+    for label, mode, lookup_len in variants:
         try:
-            out[f"head {mode}-vocab"] = load_head_drafter(model, tokenizer, model_dir, vocab_mode=mode)
+            out[label] = load_head_drafter(model, tokenizer, model_dir, vocab_mode=mode, lookup_len=lookup_len)
         except HeadLoadError as exc:
             log.warning("%s; skipping the head drafter in the benchmark", exc)
             return {}

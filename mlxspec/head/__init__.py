@@ -6,5 +6,6 @@
     corpus.py  the default offline training corpus (stdlib sources + local prose)
     train.py   distillation from the target (`mlxspec train-head`)
     bench.py   acceptance / speed measurements for the head drafter
-The drafter and its shared-cache target runner are in mlxspec/drafters/head.py.
+The drafter is in mlxspec/drafters/head.py, its shared-cache target runner in
+mlxspec/drafters/head_runner.py.
 """

@@ -27,6 +27,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from mlxspec.archs.layered import LayeredModel, block_class_and_args
+from mlxspec.archs.tree import tree_block
 
 
 @dataclass
@@ -72,14 +73,18 @@ class DraftHead(nn.Module):
             self.fuse = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=False)
         self.config = config
 
-    def __call__(self, h: mx.array, feat: Optional[mx.array] = None, mask=None, cache=None) -> mx.array:
+    def __call__(self, h: mx.array, feat: Optional[mx.array] = None, mask=None, cache=None,
+                 positions: Optional[mx.array] = None) -> mx.array:
         """Predicted final *normalised* hidden state for each position of h. `feat` (same
         shape as h) is the previous position's final normalised hidden state; only
-        feature-input heads use it (None there means "unknown": zeros)."""
+        feature-input heads use it (None there means "unknown": zeros). `positions`
+        (with a tree mask): the tokens' own positions, for draft-tree nodes."""
         if self.config.feature_input:
             if feat is None:
                 feat = mx.zeros_like(h)
             h = self.fuse(mx.concatenate([h, feat.astype(h.dtype)], axis=-1))
+        if positions is not None:
+            return self.norm(tree_block(self.block, h, mask, cache, positions))
         return self.norm(self.block(h, mask, cache))
 
     def num_params(self) -> int:
