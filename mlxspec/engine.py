@@ -4,7 +4,7 @@ Token flow (S = every token so far; the target cache holds S[:-1], S[-1] is pend
   round:  draft = drafter.propose(k)          guesses that continue S
           logits = target.forward([S[-1]] + draft)
           n, nxt = verify(logits, draft)      n drafts kept, nxt from the target
-          target.trim(len(draft) - n); drafter.commit(n, nxt); S += draft[:n] + [nxt]
+          target.trim(len(draft) - n); drafter.commit_path(draft[:n], nxt); S += draft[:n] + [nxt]
   plain:  logits = target.forward([S[-1]]); nxt = pick(logits); drafter.extend([nxt])
 The KV cache survives between calls: a new call reuses the longest common prefix.
 """
@@ -250,7 +250,7 @@ class Engine:
         else:
             n, nxt = verify_sampling(logits, drafts, draft.probs, seq, params, rng)
         runner.trim(len(drafts) - n)
-        self.drafter.commit(n, nxt)
+        self.drafter.commit_path(drafts[:n], nxt)
         gov.record_round(time.perf_counter() - t0, own, min(n, own))
         stats.rounds += 1
         stats.drafted += len(drafts)

@@ -187,6 +187,9 @@ def test_greedy_with_copy_branches_equals_plain(arch, monkeypatch):
             eng = Engine(model, tok, make_drafter(model), num_draft=k, draft_name="head", adaptive=False)
             got = [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=40)]
             assert got == ref
+            # the drafter's context (for copying) is the real one, also after rounds
+            # whose tree the engine cut to a chain near the end
+            assert eng.drafter._seq[: len(prompt) + len(got)] == prompt + got
     assert trees and max(trees) > 1  # tree rounds happened, and kept tokens
 
 
@@ -200,3 +203,36 @@ def test_copy_branch_is_greedy_only():
     d.extend([4])  # ... 1 2 3 4 : the lookup would continue with 1 2 3
     draft = d.propose(2, SamplingParams(temp=1.0), np.random.default_rng(0))
     assert draft.parents is None and len(draft.tokens) <= 2 and draft.probs is not None
+
+
+def test_engine_hands_the_kept_tokens_to_the_drafter():
+    """Near max_tokens the engine cuts a tree to the depth it may still produce; if that
+    leaves a chain, the drafter must still learn which tokens were kept."""
+    from mlxspec.drafters.base import Draft, Drafter
+
+    model = tiny_model(V, layers=2, hidden=32, seed=3, scale=3.0)
+    tok = CharTokenizer(V)
+    prompt = [1, 2, 3, 4]
+    ref = [r.token for r in Engine(model, tok).stream(prompt, SamplingParams(), max_tokens=3)]
+
+    class TreeStub(Drafter):
+        kept = None
+
+        def reset(self, prompt, target):
+            pass
+
+        def extend(self, tokens):
+            pass
+
+        def propose(self, k, params, rng):  # the right token, then two depth-2 children
+            return Draft(tokens=[ref[1], 7, 9], parents=[-1, 0, 0])
+
+        def commit(self, num_accepted, next_token):
+            raise AssertionError("the kept tokens were not passed")
+
+        def commit_path(self, accepted, next_token):
+            TreeStub.kept = (list(accepted), next_token)
+
+    eng = Engine(model, tok, TreeStub(), num_draft=4, draft_name="stub", adaptive=False)
+    assert [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=3)] == ref
+    assert TreeStub.kept == ([ref[1]], ref[2])

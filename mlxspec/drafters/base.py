@@ -54,9 +54,9 @@ class Drafter:
         raise NotImplementedError
 
     def commit_path(self, accepted: list[int], next_token: int) -> None:
-        """After a tree round: the kept tokens (a root-to-node path of the tree) and the
-        target's next token. Only drafters that propose trees are asked."""
-        raise NotImplementedError
+        """The same, given the kept tokens themselves (after a tree round: a root-to-node
+        path of the tree). Drafters that propose trees must override this."""
+        self.commit(len(accepted), next_token)
 
     def extend(self, tokens: list[int]) -> None:
         """Tokens were appended without drafting (plain-decoding fall-back, or a new chat
