@@ -17,6 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlxspec.drafters.base import Drafter
+from mlxspec.drafters.draft_tree import depths, within_depth
 from mlxspec.errors import InvalidParameterError
 from mlxspec.governor import Governor
 from mlxspec.prompting import encode_chat
@@ -239,7 +240,7 @@ class Engine:
         # A drafter keeps its own chain within k; copied branches may run longer, but
         # never past what this call may still produce.
         own = len(draft.tokens) if draft.own is None else draft.own
-        drafts, parents, own = _within_depth(list(draft.tokens), draft.parents, room, own)
+        drafts, parents, own = within_depth(list(draft.tokens), draft.parents, room, own)
         if not drafts:  # the drafter declined: plain step, drafter still informed
             return self._plain_step(runner, seq, params, rng, gov, stats, True)
         if parents is not None:
@@ -268,7 +269,7 @@ class Engine:
         self.drafter.commit_path(kept, nxt)
         # The governor sizes the drafter's own guesses (nodes[:own]): how deep they went,
         # how many of them were kept.
-        depth = _depths(parents[:own])
+        depth = depths(parents[:own])
         gov.record_round(time.perf_counter() - t0, max(depth, default=0), sum(1 for i in path if i < own))
         stats.rounds += 1
         stats.drafted += len(nodes)
@@ -277,31 +278,3 @@ class Engine:
         seq.append(nxt)
         return [(t, True) for t in kept] + [(nxt, False)]
 
-
-def _depths(parents: Sequence[int]) -> list[int]:
-    """Depth of each node below the root (parents[i] < i, -1 for the root's children)."""
-    depth: list[int] = []
-    for p in parents:
-        depth.append(1 if p < 0 else depth[p] + 1)
-    return depth
-
-
-def _within_depth(tokens: list[int], parents, limit: int, own: int):
-    """The draft without tokens deeper than `limit` below the root (a chain: its first
-    `limit` tokens); a tree that is left a chain becomes one. Also returns how many of
-    the kept tokens are among the first `own`."""
-    if parents is None:
-        kept = tokens[: max(limit, 0)]
-        return kept, None, min(own, len(kept))
-    keep, new_index = [], {}
-    for i, d in enumerate(_depths(parents)):
-        p = parents[i]
-        if d <= limit and (p < 0 or p in new_index):
-            new_index[i] = len(keep)
-            keep.append(i)
-    kept_parents = [-1 if parents[i] < 0 else new_index[parents[i]] for i in keep]
-    kept_tokens = [tokens[i] for i in keep]
-    own = sum(1 for i in keep if i < own)
-    if kept_parents == list(range(-1, len(keep) - 1)):
-        return kept_tokens, None, own
-    return kept_tokens, kept_parents, own

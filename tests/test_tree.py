@@ -6,10 +6,10 @@ import pytest
 from mlx_lm.models.cache import KVCache
 
 from mlxspec.archs.tree import ancestor_matrix, compact
-from mlxspec.drafters.draft_tree import add_branch
+from mlxspec.drafters.draft_tree import add_branch, within_depth
 from mlxspec.drafters.head import HeadDrafter, HeadTargetRunner
 from mlxspec.drafters.lookup import ContextLookup
-from mlxspec.engine import Engine, _within_depth
+from mlxspec.engine import Engine
 from mlxspec.head.model import new_head
 from mlxspec.sampling import SamplingParams
 from mlxspec.target import TargetRunner
@@ -69,10 +69,10 @@ def test_branch_merges_into_the_tree_as_a_trie():
 
 
 def test_within_depth_cuts_deep_nodes():
-    assert _within_depth([1, 2, 3], None, 2, 3) == ([1, 2], None, 2)
-    assert _within_depth([1, 2, 3, 4, 5], [-1, 0, 1, 1, 3], 3, 3) == ([1, 2, 3, 4], [-1, 0, 1, 1], 3)
-    assert _within_depth([1, 7, 8], [-1, -1, 1], 1, 1) == ([1, 7], [-1, -1], 1)
-    assert _within_depth([1, 7, 8], [-1, -1, 1], 1, 2) == ([1, 7], [-1, -1], 2)
+    assert within_depth([1, 2, 3], None, 2, 3) == ([1, 2], None, 2)
+    assert within_depth([1, 2, 3, 4, 5], [-1, 0, 1, 1, 3], 3, 3) == ([1, 2, 3, 4], [-1, 0, 1, 1], 3)
+    assert within_depth([1, 7, 8], [-1, -1, 1], 1, 1) == ([1, 7], [-1, -1], 1)
+    assert within_depth([1, 7, 8], [-1, -1, 1], 1, 2) == ([1, 7], [-1, -1], 2)
 
 
 def test_verify_tree_greedy_follows_the_target():

@@ -2,6 +2,8 @@
 the last verified token)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 
 def best_subtree(scores: list[float], parents: list[int], budget: int) -> list[int]:
     """Indices (ascending) of the `budget` best-scoring nodes. A child's score is at
@@ -37,3 +39,32 @@ def add_branch(tokens: list[int], parents: list[int], branch: list[int],
             children.setdefault(at, {})[tok] = i
         at = i
     return tokens, parents
+
+
+def depths(parents: Sequence[int]) -> list[int]:
+    """Depth of each node below the root (parents[i] < i, -1 for the root's children)."""
+    depth: list[int] = []
+    for p in parents:
+        depth.append(1 if p < 0 else depth[p] + 1)
+    return depth
+
+
+def within_depth(tokens: list[int], parents, limit: int, own: int):
+    """The draft without tokens deeper than `limit` below the root (a chain: its first
+    `limit` tokens); a tree that is left a chain becomes one. Also returns how many of
+    the kept tokens are among the first `own`."""
+    if parents is None:
+        kept = tokens[: max(limit, 0)]
+        return kept, None, min(own, len(kept))
+    keep, new_index = [], {}
+    for i, d in enumerate(depths(parents)):
+        p = parents[i]
+        if d <= limit and (p < 0 or p in new_index):
+            new_index[i] = len(keep)
+            keep.append(i)
+    kept_parents = [-1 if parents[i] < 0 else new_index[parents[i]] for i in keep]
+    kept_tokens = [tokens[i] for i in keep]
+    own = sum(1 for i in keep if i < own)
+    if kept_parents == list(range(-1, len(keep) - 1)):
+        return kept_tokens, None, own
+    return kept_tokens, kept_parents, own
