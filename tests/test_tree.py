@@ -167,7 +167,8 @@ def test_head_cache_after_a_tree_equals_a_chain_run():
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_greedy_with_copy_branches_equals_plain(arch, monkeypatch):
+@pytest.mark.parametrize("width", [1, 3])  # the head's chain (as shipped) or its own tree
+def test_greedy_with_copy_branches_equals_plain(arch, width, monkeypatch):
     """Repetitive tiny-model output makes the context lookup fire: tree rounds happen,
     and the output is token for token the plain greedy output."""
     trees = []
@@ -184,7 +185,8 @@ def test_greedy_with_copy_branches_equals_plain(arch, monkeypatch):
         prompt = [int(t) for t in np.random.default_rng(seed).integers(0, V, 6)] * 2
         ref = [r.token for r in Engine(model, tok).stream(prompt, SamplingParams(), max_tokens=40)]
         for k in (1, 4):
-            eng = Engine(model, tok, make_drafter(model), num_draft=k, draft_name="head", adaptive=False)
+            eng = Engine(model, tok, make_drafter(model, width=width), num_draft=k, draft_name="head",
+                         adaptive=False)
             got = [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=40)]
             assert got == ref
             # the drafter's context (for copying) is the real one, also after rounds

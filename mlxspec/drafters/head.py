@@ -87,7 +87,6 @@ class HeadDrafter(Drafter):
         self._tail_mask = None
         self._tail_version = -1
         self._runner: Optional[HeadTargetRunner] = None
-        self._seq: list[int] = []
         self._last: list[int] = []
 
     # -- Drafter interface ------------------------------------------------------------
@@ -100,14 +99,17 @@ class HeadDrafter(Drafter):
         if not isinstance(target, HeadTargetRunner):
             raise TypeError("the head drafter needs the runner from its make_target_runner")
         self._runner = target
-        self._seq = list(prompt)
         self._last = []
+        self.lookup.reset(prompt)
         self.vocab.reset(self._seq)
-        self.lookup.reset(self._seq)
+
+    @property
+    def _seq(self) -> list[int]:
+        """Every token so far (the context lookup keeps it)."""
+        return self.lookup.seq
 
     def extend(self, tokens: list[int]) -> None:
         tokens = [int(t) for t in tokens]
-        self._seq.extend(tokens)
         self.vocab.observe(tokens)
         self.lookup.extend(tokens)
 
@@ -140,10 +142,11 @@ class HeadDrafter(Drafter):
         self._tail_version = self.vocab.version
 
     def sub_logits(self, hn: mx.array) -> mx.array:
-        """Draft logits over the subset slots (core, then tail; empty slots -inf)."""
-        x = self._core_w @ hn
+        """Draft logits over the subset slots (core, then tail; empty slots -inf) for a
+        predicted feature hn (d,), or for each row of hn (B, d)."""
+        x = hn @ self._core_w.T
         if self._tail_w is not None and self.vocab.tail_capacity:
-            x = mx.concatenate([x, self._tail_w @ hn + self._tail_mask])
+            x = mx.concatenate([x, hn @ self._tail_w.T + self._tail_mask], axis=-1)
         return x.astype(mx.float32)
 
     def full_logits(self, sub: np.ndarray) -> np.ndarray:
@@ -194,9 +197,7 @@ class HeadDrafter(Drafter):
     def _top_children(self, y: mx.array) -> tuple[np.ndarray, np.ndarray]:
         """The tree_width likeliest draft tokens (full-vocab ids, -1 for an empty slot)
         and their probabilities, for each row of predicted features y (B, d)."""
-        sub = (y @ self._core_w.T).astype(mx.float32)
-        if self._tail_w is not None and self.vocab.tail_capacity:
-            sub = mx.concatenate([sub, (y @ self._tail_w.T).astype(mx.float32) + self._tail_mask], axis=1)
+        sub = self.sub_logits(y)
         w = min(self.tree_width, sub.shape[1])
         top = mx.argpartition(-sub, w - 1, axis=1)[:, :w]
         m = mx.max(sub, axis=1, keepdims=True)
@@ -252,7 +253,7 @@ class HeadDrafter(Drafter):
         # Verification costs about one token's forward up to ~9 tokens, then jumps.
         tokens, parents = add_branch(tokens, parents, copied, max_new=max(0, self.tree_nodes - own))
         linear = parents == list(range(-1, len(tokens) - 1))
-        self._last = list(tokens) if linear else []  # a chain round commits a prefix of these
+        self._last = list(tokens) if linear else []  # commit(n) keeps a prefix of a chain
         return Draft(tokens=tokens, parents=None if linear else parents, own=own)
 
 

@@ -47,6 +47,8 @@ class HeadTargetRunner(TargetRunner):
         self._feats_base = 0
         self._tree = None  # (start, layer-k states, final states) of an unaccepted tree
         self.reused = 0  # tokens whose lower layers forward() did not recompute
+        # Tree attention rewrites positions and compacts entries of plain KV caches.
+        self.supports_tree = self.lm.sliding_window is None and all(type(c) is KVCache for c in self.cache)
 
     # -- lower half (layers 0..k-1 + head) ---------------------------------------------
     def _lower(self, tokens: list[int]) -> mx.array:
@@ -97,9 +99,7 @@ class HeadTargetRunner(TargetRunner):
             raise RuntimeError("draft tree nodes fed out of order")
         mask = tree_mask(start, anc[-n:])
         pos = mx.array(start + anc[-n:].sum(axis=1) - 1, dtype=mx.int32)
-        h = self.lm.embed(tokens)
-        for i in range(self.k):
-            h = tree_block(self.lm.layers[i], h, mask, self.cache[i], pos)
+        h = self._tree_layers(self.lm.embed(tokens), 0, self.k, mask, pos)
         self.low_len += n
         f = None if feats is None else feats.reshape(1, n, -1)
         y = self.head(h, f, mask, self.head_cache, positions=pos)
@@ -109,23 +109,31 @@ class HeadTargetRunner(TargetRunner):
             self._pend_par.append(flat_parents[len(flat_parents) - n + b])
         return y[0]
 
-    def _take_pending(self, tokens: list[int], parents: list[int]) -> int:
-        """How many leading `tokens` (with these parents) the draft already fed, in the
-        same tree shape; the lower layers are rewound past them."""
+    def _tree_layers(self, h: mx.array, lo: int, hi: int, mask: mx.array, pos: mx.array) -> mx.array:
+        for i in range(lo, hi):
+            h = tree_block(self.lm.layers[i], h, mask, self.cache[i], pos)
+        return h
+
+    def _take_pending(self, tokens: list[int], parents: list[int]) -> list[mx.array]:
+        """The layer-k states of the leading `tokens` (with these parents) that the draft
+        already fed, in the same tree shape; the lower layers are rewound past them and
+        nothing stays pending."""
         j, n_pend = 0, len(self._pend_tokens)
         while (j < min(n_pend, len(tokens)) and self._pend_tokens[j] == tokens[j]
                and self._pend_par[j] == parents[j]):
             j += 1
         self._rewind_lower(n_pend - j)
-        return j
+        reused = self._pend_h[:j]
+        self._pend_tokens, self._pend_h, self._pend_par = [], [], []
+        self.reused += j
+        return reused
 
     # -- TargetRunner ---------------------------------------------------------------
     def forward(self, tokens: list[int], last_only: bool = False) -> mx.array:
         tokens = [int(t) for t in tokens]
         start = self.length
-        j = self._take_pending(tokens, list(range(-1, len(tokens) - 1)))
-        parts = self._pend_h[:j]
-        self._pend_tokens, self._pend_h, self._pend_par = [], [], []
+        parts = self._take_pending(tokens, list(range(-1, len(tokens) - 1)))
+        j = len(parts)
         if j < len(tokens):
             parts.append(self._lower(tokens[j:]))
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
@@ -133,15 +141,10 @@ class HeadTargetRunner(TargetRunner):
         self._rebuild_head(start, h_low, hn)
         out = self.lm.logits(hn[:, -1:] if last_only else hn)[0].astype(mx.float32)
         mx.eval(out, self._feats, self.head_cache.keys, self.head_cache.values)
-        self.reused += j
         self.length += len(tokens)
         return out
 
     # -- tree verification (greedy) ---------------------------------------------------
-    @property
-    def supports_tree(self) -> bool:
-        return self.lm.sliding_window is None and all(type(c) is KVCache for c in self.cache)
-
     def forward_tree(self, tokens: list[int], parents: list[int]) -> mx.array:
         """Logits (1 + N, V) for a draft tree: tokens[0] is the root (S[-1]) and
         tokens[1 + i] node i, a child of parents[i] (-1: of the root). Draft steps must
@@ -152,27 +155,17 @@ class HeadTargetRunner(TargetRunner):
         anc = ancestor_matrix(flat_parents)
         depth = anc.sum(axis=1) - 1
         start = self.length
-        j = self._take_pending(tokens, flat_parents)
-        parts = self._pend_h[:j]
-        self._pend_tokens, self._pend_h, self._pend_par = [], [], []
+        parts = self._take_pending(tokens, flat_parents)
+        j = len(parts)
         pos = mx.array(start + depth, dtype=mx.int32)
         if j < len(tokens):
-            h = self.lm.embed(tokens[j:])
-            mask = tree_mask(start, anc[j:])
-            for i in range(self.k):
-                h = tree_block(self.lm.layers[i], h, mask, self.cache[i], pos[j:])
+            parts.append(self._tree_layers(self.lm.embed(tokens[j:]), 0, self.k, tree_mask(start, anc[j:]), pos[j:]))
             self.low_len += len(tokens) - j
-            parts.append(h)
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
-        mask = tree_mask(start, anc)
-        h = h_low
-        for i in range(self.k, self.lm.num_layers):
-            h = tree_block(self.lm.layers[i], h, mask, self.cache[i], pos)
-        hn = self.lm.norm(h)
+        hn = self.lm.norm(self._tree_layers(h_low, self.k, self.lm.num_layers, tree_mask(start, anc), pos))
         out = self.lm.logits(hn)[0].astype(mx.float32)
         mx.eval(out, hn, h_low)
         self._tree = (start, h_low, hn)
-        self.reused += j
         self.length += len(tokens)
         return out
 
