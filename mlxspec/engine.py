@@ -138,6 +138,7 @@ class Engine:
         rng = np.random.default_rng(seed)
         stats = SpecStats(method=self.draft_name if use_drafter else "plain")
         gov = self._governor_for(k0, params.greedy)
+        gov.new_call()
         eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
         detok = self.tokenizer.detokenizer
         detok.reset()

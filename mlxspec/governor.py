@@ -31,6 +31,13 @@ class Governor:
         # A timing carried over from an earlier call counts as calibrated.
         self._plain_samples = _CALIBRATION_STEPS if plain_step_s is not None else 0
 
+    def new_call(self) -> None:
+        """A new reply starts: what it learnt (draft length, how long a losing streak
+        pauses) carries over, a pause left over from the last reply does not. That
+        pause judged another text; a new prompt is judged on its own rounds."""
+        self._pause_left = 0
+        self._recent.clear()
+
     # -- measurements --------------------------------------------------------------
     def record_plain(self, seconds: float) -> None:
         self._plain_samples += 1

@@ -67,15 +67,17 @@ def test_draft_length_grows_on_full_acceptance_and_shrinks_on_early_rejection():
     assert gov.k == 3
 
 
-def test_engine_keeps_a_pause_across_calls():
+def test_a_pause_ends_with_its_reply_but_its_length_carries_over():
     target = tiny_model(V, layers=2, hidden=48, seed=3)
     engine = Engine(target, CharTokenizer(V), ModelDrafter(target, V), num_draft=4, draft_name="self")
     prompt = [1, 2, 3, 4]
     first = list(engine.stream(prompt, SamplingParams(), max_tokens=12))
     assert first[-1].stats.rounds > 0  # drafting for itself: speculation runs
     (gov,) = engine._governors.values()
-    gov._pause_left = 1000  # as if speculation had been measured to lose
+    gov._pause_left, gov._pause_len = 1000, 64  # as if it had been measured to lose twice
     second = list(engine.stream(prompt + [5], SamplingParams(), max_tokens=12))
-    assert second[-1].stats.rounds == 0 and second[-1].stats.fallback
+    # The new reply is judged on its own rounds: it drafts from the start.
+    assert second[-1].stats.rounds > 0 and not second[-1].stats.fallback
+    assert gov._pause_len == 64  # a losing streak still pauses longer next time
     assert [r.token for r in second] == [r.token for r in Engine(target, CharTokenizer(V)).stream(
         prompt + [5], SamplingParams(), max_tokens=12)]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mlxspec.archs.layered import LayeredModel
-from mlxspec.drafters.head import DEFAULT_LOOKUP_LEN, HeadDrafter, find_heads, load_head_drafter
+from mlxspec.drafters.head import (DEFAULT_LOOKUP_LEN, DEFAULT_TREE_FRONTIER, DEFAULT_TREE_WIDTH, HeadDrafter,
+                                   find_heads, load_head_drafter)
 from mlxspec.engine import Engine
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import new_head
@@ -22,10 +23,11 @@ V = 64
 LOGIT_TOL = 1e-4
 
 
-def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn=1.0, feature=False, width=1,
-                 lookup=DEFAULT_LOOKUP_LEN):
-    """A random head; by default as shipped (a chain plus copied tokens when greedy).
-    Tests of the chain itself pass lookup=0; trees (width > 1) are in test_tree.py too."""
+def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn=1.0, feature=False,
+                 width=DEFAULT_TREE_WIDTH, lookup=DEFAULT_LOOKUP_LEN, frontier=DEFAULT_TREE_FRONTIER):
+    """A random head; by default as shipped (when greedy: the chain with each step's
+    runner-up as a leaf, plus copied tokens). Tests of the chain itself pass width=1 and
+    lookup=0; trees are in test_tree.py too."""
     head = new_head(model, k, ffn, feature_input=feature)
     if feature:  # a random feature path, so a wrong feature would change the drafts
         d = head.config.hidden_size
@@ -33,7 +35,7 @@ def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn
         head.fuse.weight = mx.concatenate([w[:, :d], 0.5 * mx.random.normal((d, d), key=mx.random.key(7))], axis=1)
     return HeadDrafter(model, head, core_ids=list(range(core)), vocab_mode=mode,
                        tail_capacity=tail, num_neighbours=2, min_confidence=min_conf, tree_width=width,
-                       lookup_len=lookup)
+                       lookup_len=lookup, tree_frontier=frontier)
 
 
 def toks(engine, prompt, n=30, params=SamplingParams(), **kw):
@@ -61,7 +63,7 @@ def test_shared_cache_verification_equals_full_forward(arch, feature):
     """Random rounds of draft / verify / trim: the runner's logits equal a plain
     TargetRunner's within LOGIT_TOL, and every layer's cache stays consistent."""
     model = tiny_model(V, layers=4, hidden=32, seed=1, arch=arch, scale=2.0)
-    d = make_drafter(model, k=2, feature=feature, lookup=0)  # chains (trees: test_tree.py)
+    d = make_drafter(model, k=2, feature=feature, width=1, lookup=0)  # chains (trees: test_tree.py)
     runner, ref = d.make_target_runner(model), TargetRunner(model)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(0, V, 13)]
@@ -102,15 +104,16 @@ def test_forward_with_other_tokens_than_drafted_recomputes():
 
 @pytest.mark.parametrize("arch,feature", [("llama", False), ("qwen2", False), ("llama", True)])
 @pytest.mark.parametrize("mode", ["full", "static", "dynamic"])
-@pytest.mark.parametrize("width", [1, 3])  # as shipped; with head draft trees
-def test_greedy_head_equals_plain(arch, feature, mode, width):
+# a chain; as shipped (chain + runner-up leaves); an EAGLE-2 tree (3 nodes per level)
+@pytest.mark.parametrize("width,frontier", [(1, 1), (DEFAULT_TREE_WIDTH, DEFAULT_TREE_FRONTIER), (3, 3)])
+def test_greedy_head_equals_plain(arch, feature, mode, width, frontier):
     for seed in range(2):
         model = tiny_model(V, layers=4, hidden=32, seed=seed, arch=arch, scale=3.0)
         tok = CharTokenizer(V)
         prompt = [int(t) for t in np.random.default_rng(seed).integers(0, V, 5 + seed)]
         ref = toks(Engine(model, tok), prompt)
         for k in (1, 3, 6):
-            d = make_drafter(model, k=2, mode=mode, feature=feature, width=width)
+            d = make_drafter(model, k=2, mode=mode, feature=feature, width=width, frontier=frontier)
             eng = Engine(model, tok, d, num_draft=k, draft_name="head", adaptive=False)
             out = list(eng.stream(prompt, SamplingParams(), max_tokens=30))
             assert [r.token for r in out] == ref
@@ -151,7 +154,7 @@ def test_drafting_stops_when_the_chain_is_unlikely_to_survive(monkeypatch):
     """The stop rule multiplies the head's confidences: at 0.6 per token and a floor of
     0.3 the chain stops after 3 tokens (0.6^2 = 0.36, 0.6^3 = 0.216)."""
     model = tiny_model(V, layers=3, hidden=32, seed=4)
-    d = make_drafter(model, min_conf=0.3, mode="static", lookup=0)
+    d = make_drafter(model, min_conf=0.3, mode="static", width=1, lookup=0)
     target = d.make_target_runner(model)
     target.prefill([3, 4, 5])
     d.reset([3, 4, 5], target)
@@ -169,7 +172,7 @@ def test_feature_input_sees_the_verified_states():
     from mlxspec.head.train import shifted_features
 
     model = tiny_model(V, layers=4, hidden=32, seed=8, scale=2.0)
-    d = make_drafter(model, k=2, feature=True, lookup=0)
+    d = make_drafter(model, k=2, feature=True, width=1, lookup=0)
     runner = d.make_target_runner(model)
     rng = np.random.default_rng(1)
     prompt = [int(t) for t in rng.integers(0, V, 9)]
@@ -423,15 +426,16 @@ def test_init_from_fine_tunes_an_existing_head(tmp_path):
 
 def test_self_distillation_prompts_are_not_the_benchmark_prompts():
     from mlxspec.bench_prompts import SETS
-    from mlxspec.head.selfgen import default_prompts, more_prompts
+    from mlxspec.head.selfgen import default_prompts, extra_prompts, more_prompts
 
     bench = {m["content"] for chats in SETS.values() for chat in chats.values() for m in chat
              if m["role"] == "user"}
     base, more = default_prompts(), more_prompts()
-    ours = base + more
-    assert len(ours) == len(set(ours)) >= 900  # the two sets do not overlap either
+    ours = base + more + extra_prompts()
+    assert len(ours) == len(set(ours)) >= 1200  # the sets do not overlap either
     assert not bench & set(ours)
-    assert not any(w in p.lower() for p in ours for w in ("fibonacci", "lighthouse", "seasons"))
+    assert not any(w in p.lower() for p in ours
+                   for w in ("fibonacci", "lighthouse", "seasons", "indemnif", "csv line"))
     # --limit on the second set takes a mix of code, prose and explanations
     first = more[:100]
     assert 20 < sum("Python" in p for p in first) < 80

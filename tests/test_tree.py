@@ -20,10 +20,11 @@ V = 64
 LOGIT_TOL = 1e-4  # as for chain verification: float32 reassociation only
 
 
-def make_drafter(model, lookup_len=8, feature=False, width=3, min_conf=0.0):
+def make_drafter(model, lookup_len=8, feature=False, width=3, min_conf=0.0, frontier=3):
     head = new_head(model, 2, feature_input=feature)
     return HeadDrafter(model, head, core_ids=list(range(24)), vocab_mode="dynamic", tail_capacity=16,
-                       num_neighbours=2, min_confidence=min_conf, lookup_len=lookup_len, tree_width=width)
+                       num_neighbours=2, min_confidence=min_conf, lookup_len=lookup_len, tree_width=width,
+                       tree_frontier=frontier)
 
 
 def test_ancestor_matrix():
@@ -167,8 +168,9 @@ def test_head_cache_after_a_tree_equals_a_chain_run():
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-@pytest.mark.parametrize("width", [1, 3])  # the head's chain (as shipped) or its own tree
-def test_greedy_with_copy_branches_equals_plain(arch, width, monkeypatch):
+# the head's chain; as shipped (runner-up leaves); an EAGLE-2 tree
+@pytest.mark.parametrize("width,frontier", [(1, 1), (2, 1), (3, 3)])
+def test_greedy_with_copy_branches_equals_plain(arch, width, frontier, monkeypatch):
     """Repetitive tiny-model output makes the context lookup fire: tree rounds happen,
     and the output is token for token the plain greedy output."""
     trees = []
@@ -185,7 +187,7 @@ def test_greedy_with_copy_branches_equals_plain(arch, width, monkeypatch):
         prompt = [int(t) for t in np.random.default_rng(seed).integers(0, V, 6)] * 2
         ref = [r.token for r in Engine(model, tok).stream(prompt, SamplingParams(), max_tokens=40)]
         for k in (1, 4):
-            eng = Engine(model, tok, make_drafter(model, width=width), num_draft=k, draft_name="head",
+            eng = Engine(model, tok, make_drafter(model, width=width, frontier=frontier), num_draft=k, draft_name="head",
                          adaptive=False)
             got = [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=40)]
             assert got == ref

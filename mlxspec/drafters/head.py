@@ -2,9 +2,10 @@
 
 The draft's layers *are* the target's layers 0..k-1, over the same KV cache
 (HeadTargetRunner, head_runner.py). propose() pushes each draft input token through
-layers 0..k-1 and the head, then the LM head over a pruned vocabulary; in greedy
-decoding, tokens copied from the context join the head's chain as a second branch of a
-draft tree (lookup.py, draft_tree.py).
+layers 0..k-1 and the head, then the LM head over a pruned vocabulary. In greedy
+decoding the draft is a tree: the head's chain with each step's runner-up as a leaf,
+plus tokens copied from the context (lookup.py) and the continuation retrieved from the
+target's own earlier replies (reply_store.py), merged as a trie (draft_tree.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mlxspec.drafters.base import Draft, Drafter
 from mlxspec.drafters.draft_tree import add_branch, best_subtree
 from mlxspec.drafters.head_runner import HeadTargetRunner
 from mlxspec.drafters.lookup import ContextLookup
+from mlxspec.drafters.reply_store import ReplyStore, find_store, load_store
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
@@ -36,11 +38,17 @@ DEFAULT_NEIGHBOURS = 4
 # Greedy rounds also verify up to this many tokens copied from the context (a second
 # branch of the draft tree when they differ from the head's guess).
 DEFAULT_LOOKUP_LEN = 5
+# ... and up to this many tokens retrieved from the target's own earlier replies (a reply
+# store, reply_store.py), in the verification slots the other two leave.
+DEFAULT_STORE_LEN = 6
 # Greedy draft trees: children per expanded node, nodes expanded per level, nodes verified.
-# On the 2-core CPU a verification of up to ~9 tokens costs what one token does (1.5B:
-# 1.0-1.1 s), 10-14 tokens ~1.5x: hence 8 nodes after the last verified token.
-DEFAULT_TREE_WIDTH = 1
-DEFAULT_TREE_FRONTIER = 3
+# On the 2-core CPU (1.5B, OpenBLAS) a verification forward of 2-4 tokens costs ~1.15x
+# one token, 5-9 tokens ~1.35x, 12 ~1.5x: hence at most 8 nodes after the last verified
+# token, and a node costs far less than a draft step (~0.12x).
+# Width 2 with one node expanded per level is the chain plus each step's runner-up as a
+# leaf: no extra draft steps, only verification slots (measured below, docs/head.md).
+DEFAULT_TREE_WIDTH = 2
+DEFAULT_TREE_FRONTIER = 1
 DEFAULT_TREE_NODES = 8
 
 
@@ -62,6 +70,8 @@ class HeadDrafter(Drafter):
         tree_width: int = DEFAULT_TREE_WIDTH,
         tree_frontier: int = DEFAULT_TREE_FRONTIER,
         tree_nodes: int = DEFAULT_TREE_NODES,
+        store: Optional[ReplyStore] = None,
+        store_len: int = DEFAULT_STORE_LEN,
     ):
         self.model = model
         self.head = head
@@ -69,6 +79,7 @@ class HeadDrafter(Drafter):
         self.min_confidence = min_confidence
         self.lookup_len = lookup_len
         self.lookup = ContextLookup()
+        self.store, self.store_len = store, store_len
         self.tree_width, self.tree_frontier, self.tree_nodes = tree_width, tree_frontier, tree_nodes
         self.name = label or f"head@{head.config.exit_layer}"
         V = self.lm.vocab_size
@@ -130,6 +141,8 @@ class HeadDrafter(Drafter):
             n += self._core_w.nbytes
         if self._tail_w is not None:
             n += self._tail_w.nbytes
+        if self.store is not None:
+            n += self.store.nbytes
         return n
 
     # -- drafting ---------------------------------------------------------------------
@@ -190,8 +203,8 @@ class HeadDrafter(Drafter):
             if chain < self.min_confidence:
                 break
         self._last = tokens
-        if fast_greedy and self.lookup_len > 0 and self._runner.supports_tree:
-            return self._finish(tokens, list(range(-1, len(tokens) - 1)), self.lookup.propose(self.lookup_len))
+        if fast_greedy and self._retrieves and self._runner.supports_tree:
+            return self._finish(tokens, list(range(-1, len(tokens) - 1)))
         return Draft(tokens=tokens, probs=np.stack(probs) if probs else None)
 
     def _top_children(self, y: mx.array) -> tuple[np.ndarray, np.ndarray]:
@@ -238,20 +251,33 @@ class HeadDrafter(Drafter):
             y = run.draft_tree_step([t for _, _, t in grow], feats, [-1] + [p + 1 for _, p, _ in fed])
         # Fed nodes first, in feed order, so the verification reuses their lower layers.
         nodes = fed + open_
-        copied = self.lookup.propose(self.lookup_len) if self.lookup_len > 0 else []
-        budget = max(_MIN_HEAD_NODES, self.tree_nodes - len(copied))
+        retrieved = self._retrieved()
+        budget = max(_MIN_HEAD_NODES, self.tree_nodes - max(map(len, retrieved), default=0))
         keep = best_subtree([sc for sc, _, _ in nodes], [p for _, p, _ in nodes], budget)
         index = {old: new for new, old in enumerate(keep)}
         tokens = [nodes[i][2] for i in keep]
         parents = [-1 if nodes[i][1] < 0 else index[nodes[i][1]] for i in keep]
-        return self._finish(tokens, parents, copied)
+        return self._finish(tokens, parents, retrieved)
 
-    def _finish(self, tokens: list[int], parents: list[int], copied: list[int]) -> Draft:
-        """The head's guesses plus the tokens copied from the context, merged as a trie;
-        a tree that is a single chain is returned as one."""
+    @property
+    def _retrieves(self) -> bool:
+        return self.lookup_len > 0 or (self.store is not None and self.store_len > 0)
+
+    def _retrieved(self) -> list[list[int]]:
+        """Guesses that cost no draft step: tokens copied from the context, then the
+        reply store's continuation."""
+        out = [self.lookup.propose(self.lookup_len)] if self.lookup_len > 0 else []
+        if self.store is not None and self.store_len > 0:
+            out.append(self.store.propose(self._seq, self.store_len))
+        return [b for b in out if b]
+
+    def _finish(self, tokens: list[int], parents: list[int], retrieved: Optional[list[list[int]]] = None) -> Draft:
+        """The head's guesses plus the retrieved branches, merged as a trie (a branch
+        that repeats a guess adds no node); a tree that is a single chain is returned
+        as one."""
         own = len(tokens)
-        # Verification costs about one token's forward up to ~9 tokens, then jumps.
-        tokens, parents = add_branch(tokens, parents, copied, max_new=max(0, self.tree_nodes - own))
+        for branch in self._retrieved() if retrieved is None else retrieved:
+            tokens, parents = add_branch(tokens, parents, branch, max_new=max(0, self.tree_nodes - len(tokens)))
         linear = parents == list(range(-1, len(tokens) - 1))
         self._last = list(tokens) if linear else []  # commit(n) keeps a prefix of a chain
         return Draft(tokens=tokens, parents=None if linear else parents, own=own)
@@ -297,9 +323,11 @@ def load_head_drafter(
     tail_capacity: Optional[int] = None,
     min_confidence: Optional[float] = None,
     lookup_len: Optional[int] = None,
+    use_store: bool = True,
 ) -> HeadDrafter:
-    """Load a trained head for `model`. Raises HeadLoadError on a missing, corrupt or
-    mismatched head file (the engine then falls back to another drafter)."""
+    """Load a trained head for `model`, with the model's reply store if it has one.
+    Raises HeadLoadError on a missing, corrupt or mismatched head file (the engine then
+    falls back to another drafter); an unusable reply store is skipped with a warning."""
     from mlxspec.head.io import check_fingerprint, read_head
 
     if head_path is None:
@@ -322,6 +350,7 @@ def load_head_drafter(
     mode = vocab_mode or s.get("vocab_mode", "dynamic")
     n = int(vocab_size or s.get("vocab", len(hf.core_ids)))
     eos = list(getattr(tokenizer, "eos_token_ids", None) or []) if tokenizer is not None else []
+    store = _load_store(model_dir, lm.vocab_size) if use_store else None
     try:
         return HeadDrafter(
             model,
@@ -333,21 +362,37 @@ def load_head_drafter(
             eos_ids=eos,
             label=f"head:{hf.path.stem}",
             lookup_len=DEFAULT_LOOKUP_LEN if lookup_len is None else lookup_len,
+            store=store,
         )
     except ValueError as exc:
         raise HeadLoadError(f"draft head {hf.path.name}: {exc}") from None
 
 
+def _load_store(model_dir: Path, vocab_size: int) -> Optional[ReplyStore]:
+    path = find_store(model_dir)
+    if path is None:
+        return None
+    try:
+        return load_store(path, vocab_size)
+    except ValueError as exc:
+        log.warning("%s; drafting without it", exc)
+        return None
+
+
 def bench_variants(model, tokenizer, model_dir: Path) -> dict:
     """The trained head with each vocabulary mode, for `mlxspec bench`: the full LM head,
     the static frequency-ranked core, and the dynamic core + context tail (the default),
-    plus the default without its context-copy branch (what the head alone does)."""
+    plus the default without the retrieved branches (what the head alone does) and, where
+    the model has a reply store, without it."""
     out = {}
-    variants = [(f"head {m}-vocab", m, None) for m in ("full", "static", "dynamic")]
-    variants.append(("head dynamic-vocab, no copy", "dynamic", 0))
-    for label, mode, lookup_len in variants:
+    variants = [(f"head {m}-vocab", m, None, True) for m in ("full", "static", "dynamic")]
+    if find_store(model_dir) is not None:
+        variants.append(("head dynamic-vocab, no reply store", "dynamic", None, False))
+    variants.append(("head dynamic-vocab, no copy or store", "dynamic", 0, False))
+    for label, mode, lookup_len, use_store in variants:
         try:
-            out[label] = load_head_drafter(model, tokenizer, model_dir, vocab_mode=mode, lookup_len=lookup_len)
+            out[label] = load_head_drafter(model, tokenizer, model_dir, vocab_mode=mode, lookup_len=lookup_len,
+                                           use_store=use_store)
         except HeadLoadError as exc:
             log.warning("%s; skipping the head drafter in the benchmark", exc)
             return {}

@@ -166,6 +166,64 @@ MORE_QA_FORMS = [
 ]
 
 
+# A third set (`--set extra`), again disjoint from the others.
+EXTRA_CODE_TASKS = [
+    "computes the mode of a list of numbers", "converts a hex colour string to an RGB tuple",
+    "checks whether a linked list has a cycle", "finds the longest palindromic substring",
+    "counts the islands in a grid of 0s and 1s", "computes the edit path between two lists",
+    "returns the n most frequent words in a file", "implements a min-heap class",
+    "converts a list of tuples into a dictionary", "finds all pairs in a list that sum to a target",
+    "normalises whitespace in a string", "computes the Jaccard similarity of two sets",
+    "checks whether a matrix is symmetric", "implements a circular buffer",
+    "finds the missing number in a range", "computes the cumulative sum of a list",
+    "parses a simple INI file into a dict", "converts seconds into a human-readable duration",
+    "implements Dijkstra's shortest path algorithm", "implements a topological sort",
+    "finds the longest increasing subsequence", "computes the number of ways to climb n stairs",
+    "removes HTML tags from a string", "splits a list into training and test sets",
+    "generates all subsets of size k", "checks whether a string has all unique characters",
+    "counts the set bits in an integer", "finds the first non-repeating character in a string",
+    "computes the average word length in a sentence", "zips two lists into a dictionary",
+    "implements a rate limiter", "converts a tree to a list level by level",
+    "computes the standard deviation of a list", "interleaves two strings",
+    "builds a histogram of letter counts", "rounds a float to n significant digits",
+    "checks whether a number is a perfect square", "finds common elements of three sorted lists",
+    "encodes a string with a Caesar cipher", "reads a text file backwards line by line",
+]
+EXTRA_CODE_STYLES = [
+    "Keep it short.", "Include a docstring and a usage example.", "Add type hints and explain it briefly.",
+]
+EXTRA_PROSE_TOPICS = [
+    "a tram crossing a frozen city", "an orchard at harvest time", "a violin maker's last commission",
+    "a rocky coast at dusk", "a sandstorm in an ancient city", "a lost glove on a park bench",
+    "a night shift in a hospital", "a glassblower at work", "a farmer waiting for rain",
+    "a paper boat on a stream", "an old bookshop closing for good", "a kite festival on a windy hill",
+    "a fog bank rolling over a valley", "a detective's rainy office", "a moth drawn to a porch light",
+    "a tailor sewing a wedding dress", "a mountain hut during a blizzard", "a stray dog adopted by a town",
+    "a journey on a slow river ferry", "an orchestra tuning up", "a child's abandoned treehouse",
+    "a cyclist climbing an alpine pass", "a harbour seal watching tourists", "a candle-lit dinner during a storm",
+    "the first morning in a new country", "a potter at her wheel", "a deserted fairground in winter",
+    "a letter never sent", "a family reunion after a war", "a bee lost in a greenhouse",
+]
+EXTRA_PROSE_FORMS = [
+    "Write a short paragraph describing {}.", "Write a short scene about {}.", "Write a short poem about {}.",
+]
+EXTRA_QA_TOPICS = [
+    "how a credit score is calculated", "why the sea has waves", "how an elevator works",
+    "what a tariff is", "how clouds form", "what a firewall does", "why onions make you cry",
+    "how a touchscreen detects a finger", "what entropy means", "how a river delta forms",
+    "what a mortgage is", "how caffeine keeps you awake", "why some metals rust",
+    "how a jet engine works", "what a container is in software", "why birds migrate",
+    "how a compass works", "what an index fund is", "how yeast ferments sugar",
+    "what a hash function is", "how fibre-optic cables carry data", "why the sun shines",
+    "how a password manager works", "what a carbon footprint is", "how bees make honey",
+    "what unit testing is", "how an earthquake is measured", "why metal feels colder than wood",
+    "how a loan's interest is computed", "what a time zone is",
+]
+EXTRA_QA_FORMS = [
+    "Explain {} in a few sentences.", "Explain {} to a ten-year-old.", "Describe {} in one short paragraph.",
+]
+
+
 def _compose(code_tasks, code_styles, prose_topics, prose_forms, qa_topics, qa_forms) -> list[str]:
     out = [f"Write a Python function that {t}. {s}" for s in code_styles for t in code_tasks]
     out += [f.format(t) for f in prose_forms for t in prose_topics]
@@ -184,8 +242,14 @@ def more_prompts() -> list[str]:
     return [out[i] for i in np.random.default_rng(0).permutation(len(out))]
 
 
+def extra_prompts() -> list[str]:
+    out = _compose(EXTRA_CODE_TASKS, EXTRA_CODE_STYLES, EXTRA_PROSE_TOPICS, EXTRA_PROSE_FORMS,
+                   EXTRA_QA_TOPICS, EXTRA_QA_FORMS)
+    return [out[i] for i in np.random.default_rng(1).permutation(len(out))]
+
+
 # set name -> (file-name suffix of its shards and replies, its prompts)
-PROMPT_SETS = {"base": ("", default_prompts), "more": ("-more", more_prompts)}
+PROMPT_SETS = {"base": ("", default_prompts), "more": ("-more", more_prompts), "extra": ("-extra", extra_prompts)}
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -366,6 +430,23 @@ def load_features(folder: Path, fingerprint: dict, exit_layer: int, prompt_weigh
     return FeatureData(tokens, hk, hn, weights, replies)
 
 
+def write_reply_store(folder: Path, model_dir: Path, vocab_size: int) -> Path:
+    """The reply store of a model (models/<model>/reply-store.safetensors) from every
+    shard in a selfgen folder: the target's own replies, for the head drafter's
+    retrieved branch (drafters/reply_store.py)."""
+    from mlxspec.drafters.reply_store import STORE_FILE, replies_from_rows, save_store
+    from mlxspec.errors import InvalidParameterError
+
+    shards = sorted(p for p in Path(folder).glob("shard-*") if (p / "meta.json").is_file())
+    if not shards:
+        raise InvalidParameterError(f"no generated shards in {folder}")
+    tokens = np.concatenate([replies_from_rows(np.load(p / "tokens.npy"), np.load(p / "prompt_len.npy"))
+                             for p in shards])
+    out = Path(model_dir) / STORE_FILE
+    save_store(out, tokens, vocab_size, source=f"{len(shards)} selfgen shards in {Path(folder).name}")
+    return out
+
+
 def main(argv=None) -> int:
     import mlxspec  # noqa: F401  (BLAS before mlx)
     from mlxspec.archs.layered import LayeredModel
@@ -381,13 +462,18 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--set", choices=sorted(PROMPT_SETS), default="base",
                     help="prompt set; each writes its own shard series, so sets add up in one folder")
+    ap.add_argument("--store-only", action="store_true",
+                    help="only (re)build the model's reply store from the shards already in --out")
     a = ap.parse_args(argv)
     target = load_model(a.model)
     k = a.exit_layer or default_exit_layer(LayeredModel(target.model).num_layers)
     series, make_prompts = PROMPT_SETS[a.set]
     prompts = make_prompts()[: a.limit]
-    generate(target.model, target.tokenizer, Path(a.out), k, prompts, a.max_tokens, a.batch,
-             log=lambda m: print(m, file=sys.stderr, flush=True), series=series)
+    if not a.store_only:
+        generate(target.model, target.tokenizer, Path(a.out), k, prompts, a.max_tokens, a.batch,
+                 log=lambda m: print(m, file=sys.stderr, flush=True), series=series)
+    path = write_reply_store(Path(a.out), target.path, target.vocab_size)
+    print(f"reply store: {path}", file=sys.stderr)
     return 0
 
 
