@@ -236,16 +236,18 @@ def default_prompts() -> list[str]:
 
 
 def more_prompts() -> list[str]:
-    out = _compose(MORE_CODE_TASKS, MORE_CODE_STYLES, MORE_PROSE_TOPICS, MORE_PROSE_FORMS,
-                   MORE_QA_TOPICS, MORE_QA_FORMS)
-    # a fixed shuffle, so that --limit takes a mix of code, prose and explanations
-    return [out[i] for i in np.random.default_rng(0).permutation(len(out))]
+    return _shuffled(_compose(MORE_CODE_TASKS, MORE_CODE_STYLES, MORE_PROSE_TOPICS, MORE_PROSE_FORMS,
+                              MORE_QA_TOPICS, MORE_QA_FORMS), seed=0)
 
 
 def extra_prompts() -> list[str]:
-    out = _compose(EXTRA_CODE_TASKS, EXTRA_CODE_STYLES, EXTRA_PROSE_TOPICS, EXTRA_PROSE_FORMS,
-                   EXTRA_QA_TOPICS, EXTRA_QA_FORMS)
-    return [out[i] for i in np.random.default_rng(1).permutation(len(out))]
+    return _shuffled(_compose(EXTRA_CODE_TASKS, EXTRA_CODE_STYLES, EXTRA_PROSE_TOPICS, EXTRA_PROSE_FORMS,
+                              EXTRA_QA_TOPICS, EXTRA_QA_FORMS), seed=1)
+
+
+def _shuffled(prompts: list[str], seed: int) -> list[str]:
+    """A fixed shuffle, so that --limit takes a mix of code, prose and explanations."""
+    return [prompts[i] for i in np.random.default_rng(seed).permutation(len(prompts))]
 
 
 # set name -> (file-name suffix of its shards and replies, its prompts)
