@@ -252,30 +252,27 @@ class Engine:
         else:
             n, nxt = verify_sampling(logits, drafts, draft.probs, seq, params, rng)
         runner.trim(len(drafts) - n)
-        self.drafter.commit_path(drafts[:n], nxt)
         gov.record_round(time.perf_counter() - t0, own, min(n, own))
-        stats.rounds += 1
-        stats.drafted += len(drafts)
-        stats.accepted += n
-        seq.extend(drafts[:n])
-        seq.append(nxt)
-        return [(t, True) for t in drafts[:n]] + [(nxt, False)]
+        return self._keep(seq, stats, len(drafts), drafts[:n], nxt)
 
     def _tree_round(self, runner, seq, params, gov, stats, nodes, parents, own, t0):
         """Greedy verification of a draft tree in one target forward."""
         logits = np.array(runner.forward_tree([seq[-1]] + nodes, parents))
         path, nxt = verify_tree_greedy(logits, nodes, parents, seq, params)
         runner.accept_tree([0] + [i + 1 for i in path])
-        kept = [nodes[i] for i in path]
-        self.drafter.commit_path(kept, nxt)
         # The governor sizes the drafter's own guesses (nodes[:own]): how deep they went,
         # how many of them were kept.
         depth = depths(parents[:own])
         gov.record_round(time.perf_counter() - t0, max(depth, default=0), sum(1 for i in path if i < own))
+        return self._keep(seq, stats, len(nodes), [nodes[i] for i in path], nxt)
+
+    def _keep(self, seq, stats, drafted: int, kept: list[int], nxt: int):
+        """After a verified round: the drafter, the stats and the sequence take the kept
+        drafts and the target's next token; they are what the caller emits next."""
+        self.drafter.commit_path(kept, nxt)
         stats.rounds += 1
-        stats.drafted += len(nodes)
+        stats.drafted += drafted
         stats.accepted += len(kept)
         seq.extend(kept)
         seq.append(nxt)
         return [(t, True) for t in kept] + [(nxt, False)]
-

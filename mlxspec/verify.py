@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from mlxspec.drafters.draft_tree import children_of
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
 
 
@@ -61,9 +62,7 @@ def verify_tree_greedy(
     after `context` (the tree's root is context[-1]); row i + 1 the token after node i
     and its ancestors. parents[i] is node i's parent (-1: a child of the root). Returns
     the accepted nodes (a root-to-node path, possibly empty) and the target's next token."""
-    children: dict[int, dict[int, int]] = {}
-    for i, (tok, p) in enumerate(zip(nodes, parents)):
-        children.setdefault(int(p), {}).setdefault(int(tok), i)
+    children = children_of(nodes, parents)
     path: list[int] = []
     at, text = -1, list(context)
     while True:

@@ -17,15 +17,21 @@ def best_subtree(scores: list[float], parents: list[int], budget: int) -> list[i
     return sorted(chosen)
 
 
+def children_of(tokens: Sequence[int], parents: Sequence[int]) -> dict[int, dict[int, int]]:
+    """parent index (-1: the root) -> {token: index of the first child with that token}."""
+    children: dict[int, dict[int, int]] = {}
+    for i, (t, p) in enumerate(zip(tokens, parents)):
+        children.setdefault(int(p), {}).setdefault(int(t), i)
+    return children
+
+
 def add_branch(tokens: list[int], parents: list[int], branch: list[int],
                 max_new: int = 1 << 30) -> tuple[list[int], list[int]]:
     """Insert a token sequence that starts at the root into a tree (a trie: a prefix it
     shares with the tree is not repeated), at most `max_new` new nodes of it. New nodes
     go after the existing ones."""
     tokens, parents = list(tokens), list(parents)
-    children: dict[int, dict[int, int]] = {}
-    for i, (t, p) in enumerate(zip(tokens, parents)):
-        children.setdefault(p, {}).setdefault(t, i)
+    children = children_of(tokens, parents)
     at = -1
     for tok in branch:
         i = children.get(at, {}).get(tok)

@@ -203,8 +203,9 @@ class HeadDrafter(Drafter):
             if chain < self.min_confidence:
                 break
         self._last = tokens
-        if fast_greedy and self._retrieves and self._runner.supports_tree:
-            return self._finish(tokens, list(range(-1, len(tokens) - 1)))
+        retrieved = self._retrieved() if fast_greedy and self._runner.supports_tree else []
+        if retrieved:
+            return self._finish(tokens, list(range(-1, len(tokens) - 1)), retrieved)
         return Draft(tokens=tokens, probs=np.stack(probs) if probs else None)
 
     def _top_children(self, y: mx.array) -> tuple[np.ndarray, np.ndarray]:
@@ -225,7 +226,8 @@ class HeadDrafter(Drafter):
         what one token does), each spawning its `tree_width` likeliest children. Growth
         stops when the best new node's score falls below min_confidence (the chain
         rule's threshold). The best nodes by score are verified: `tree_nodes` in all,
-        fewer when tokens copied from the context take some of the slots."""
+        fewer when retrieved tokens (copied, or from the reply store) take some of the
+        slots."""
         run = self._runner
         root = self._seq[-1]
         feat = run.last_feature() if self.head.config.feature_input else None
@@ -259,10 +261,6 @@ class HeadDrafter(Drafter):
         parents = [-1 if nodes[i][1] < 0 else index[nodes[i][1]] for i in keep]
         return self._finish(tokens, parents, retrieved)
 
-    @property
-    def _retrieves(self) -> bool:
-        return self.lookup_len > 0 or (self.store is not None and self.store_len > 0)
-
     def _retrieved(self) -> list[list[int]]:
         """Guesses that cost no draft step: tokens copied from the context, then the
         reply store's continuation."""
@@ -271,12 +269,12 @@ class HeadDrafter(Drafter):
             out.append(self.store.propose(self._seq, self.store_len))
         return [b for b in out if b]
 
-    def _finish(self, tokens: list[int], parents: list[int], retrieved: Optional[list[list[int]]] = None) -> Draft:
+    def _finish(self, tokens: list[int], parents: list[int], retrieved: list[list[int]]) -> Draft:
         """The head's guesses plus the retrieved branches, merged as a trie (a branch
         that repeats a guess adds no node); a tree that is a single chain is returned
         as one."""
         own = len(tokens)
-        for branch in self._retrieved() if retrieved is None else retrieved:
+        for branch in retrieved:
             tokens, parents = add_branch(tokens, parents, branch, max_new=max(0, self.tree_nodes - len(tokens)))
         linear = parents == list(range(-1, len(tokens) - 1))
         self._last = list(tokens) if linear else []  # commit(n) keeps a prefix of a chain
@@ -284,7 +282,7 @@ class HeadDrafter(Drafter):
 
 
 _GROW_MIN_SCORE = 0.05  # a node less likely than this is not expanded
-_MIN_HEAD_NODES = 3  # verification slots the head keeps when copied tokens take the rest
+_MIN_HEAD_NODES = 3  # verification slots the head keeps when retrieved tokens take the rest
 
 
 # -- loading -------------------------------------------------------------------------

@@ -387,12 +387,17 @@ class FeatureData:
         return self.tokens.shape[0]
 
 
+def _shard_paths(folder: Path) -> list[Path]:
+    """The finished shards of a selfgen folder (a shard's meta.json is written last)."""
+    return sorted(p for p in Path(folder).glob("shard-*") if (p / "meta.json").is_file())
+
+
 def load_features(folder: Path, fingerprint: dict, exit_layer: int, prompt_weight: float = 0.25) -> FeatureData:
     """All shards of a selfgen folder, checked against the target and exit layer."""
     from mlxspec.errors import InvalidParameterError
 
     folder = Path(folder)
-    shards = sorted(p for p in folder.glob("shard-*") if (p / "meta.json").is_file())
+    shards = _shard_paths(folder)
     if not shards:
         raise InvalidParameterError(f"--features: no generated shards in {folder}")
     parts = []
@@ -439,7 +444,7 @@ def write_reply_store(folder: Path, model_dir: Path, vocab_size: int) -> Path:
     from mlxspec.drafters.reply_store import STORE_FILE, replies_from_rows, save_store
     from mlxspec.errors import InvalidParameterError
 
-    shards = sorted(p for p in Path(folder).glob("shard-*") if (p / "meta.json").is_file())
+    shards = _shard_paths(folder)
     if not shards:
         raise InvalidParameterError(f"no generated shards in {folder}")
     tokens = np.concatenate([replies_from_rows(np.load(p / "tokens.npy"), np.load(p / "prompt_len.npy"))
