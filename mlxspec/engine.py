@@ -213,8 +213,9 @@ class Engine:
         learnt (draft length, whether speculation pays here) carries to the next turn."""
         gov = self._governors.get((k0, greedy))
         if gov is None:
-            gov = self._governors[(k0, greedy)] = Governor(k0, 2 * k0 + 2, self.plain_step_s,
-                                                           adaptive=self.adaptive)
+            gov = self._governors[(k0, greedy)] = Governor(
+                k0, 2 * k0 + 2, self.plain_step_s, adaptive=self.adaptive,
+                shrink=not (self.drafter is not None and self.drafter.sizes_own_drafts))
         elif self.plain_step_s is not None:
             gov.plain_step_s = self.plain_step_s
         return gov
@@ -252,7 +253,7 @@ class Engine:
         else:
             n, nxt = verify_sampling(logits, drafts, draft.probs, seq, params, rng)
         runner.trim(len(drafts) - n)
-        gov.record_round(time.perf_counter() - t0, own, min(n, own))
+        gov.record_round(time.perf_counter() - t0, own, min(n, own), produced=n + 1)
         return self._keep(seq, stats, len(drafts), drafts[:n], nxt)
 
     def _tree_round(self, runner, seq, params, gov, stats, nodes, parents, own, t0):
@@ -260,10 +261,12 @@ class Engine:
         logits = np.array(runner.forward_tree([seq[-1]] + nodes, parents))
         path, nxt = verify_tree_greedy(logits, nodes, parents, seq, params)
         runner.accept_tree([0] + [i + 1 for i in path])
-        # The governor sizes the drafter's own guesses (nodes[:own]): how deep they went,
-        # how many of them were kept.
-        depth = depths(parents[:own])
-        gov.record_round(time.perf_counter() - t0, max(depth, default=0), sum(1 for i in path if i < own))
+        # The governor sizes the drafter's own guesses (nodes[:own]) by how deep they went
+        # and how deep the kept path reached, whichever branch it followed (as in a chain
+        # extended by copied tokens): a path as deep as the guesses asks for deeper ones.
+        # It judges the rate on every token emitted.
+        depth = max(depths(parents[:own]), default=0)
+        gov.record_round(time.perf_counter() - t0, depth, min(len(path), depth), produced=len(path) + 1)
         return self._keep(seq, stats, len(nodes), [nodes[i] for i in path], nxt)
 
     def _keep(self, seq, stats, drafted: int, kept: list[int], nxt: int):

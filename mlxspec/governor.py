@@ -1,8 +1,9 @@
 """Adaptive draft length and the fall-back to plain decoding.
 
-Draft length grows after a fully accepted round and shrinks after an early rejection.
-Speculation pays only if tokens per second over rounds beats a plain single-token
-forward; both are measured as they happen, and when speculation loses it is paused
+Draft length grows after a fully accepted round and shrinks after an early rejection
+(unless the drafter sizes its drafts itself: then the length is only a cap).
+Speculation pays only if tokens per second over rounds (every token a round emits,
+copied and retrieved ones included) beats a plain single-token forward; both are measured as they happen, and when speculation loses it is paused
 for a while (longer each time it keeps losing), then probed again.
 """
 from __future__ import annotations
@@ -18,10 +19,12 @@ _CALIBRATION_STEPS = 2
 
 
 class Governor:
-    def __init__(self, num_draft: int, max_draft: int, plain_step_s: Optional[float] = None, adaptive: bool = True):
+    def __init__(self, num_draft: int, max_draft: int, plain_step_s: Optional[float] = None, adaptive: bool = True,
+                 shrink: bool = True):
         self.k = max(1, num_draft)
         self.max_k = max(self.k, max_draft)
         self.adaptive = adaptive
+        self.shrink = shrink  # False: the draft length only grows (a drafter that sizes its own drafts)
         self.plain_step_s = plain_step_s  # typical recent single-token target forward
         self._plain_recent: deque = deque([plain_step_s] if plain_step_s else [], maxlen=_WINDOW)
         # (seconds, tokens) of the rounds since the last judgement that paused (up to _WINDOW)
@@ -50,12 +53,16 @@ class Governor:
         recent = sorted(self._plain_recent)
         self.plain_step_s = recent[0] if len(recent) < 3 else recent[len(recent) // 2]
 
-    def record_round(self, seconds: float, drafted: int, accepted: int) -> None:
-        self._recent.append((seconds, accepted + 1))
+    def record_round(self, seconds: float, drafted: int, accepted: int, produced: Optional[int] = None) -> None:
+        """A verified round: `drafted` and `accepted` count the drafter's own guesses
+        (they size the next draft); `produced` is every token the round emitted, tokens
+        kept from retrieved branches included (the rate is judged on it). Default: the
+        accepted guesses plus the target's token."""
+        self._recent.append((seconds, accepted + 1 if produced is None else produced))
         if self.adaptive and drafted > 0:
             if accepted == drafted and drafted >= self.k:
                 self.k = min(self.k + 1, self.max_k)
-            elif accepted < drafted // 2:
+            elif self.shrink and accepted < drafted // 2:
                 self.k = max(1, self.k - 1)
         self._judge()
 

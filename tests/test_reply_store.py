@@ -24,7 +24,7 @@ def store_of(*replies, **kw):
 
 
 def test_longest_ngram_wins_and_the_most_frequent_continuation_is_proposed():
-    st = store_of([1, 2, 3, 10, 11], [9, 2, 3, 20, 21], [7, 2, 3, 20, 22], [5, 2, 3, 20, 21])
+    st = store_of([1, 2, 3, 10, 11], [9, 2, 3, 20, 21], [7, 2, 3, 20, 22], [5, 2, 3, 20, 21], ngrams=(3, 2))
     # bigram (2, 3): continuations 10 11 (once), 20 21 (twice), 20 22 (once)
     assert st.propose([0, 2, 3], 2) == [20, 21]
     # the trigram (1, 2, 3) occurred once, followed by 10 11: longer context wins
@@ -34,11 +34,17 @@ def test_longest_ngram_wins_and_the_most_frequent_continuation_is_proposed():
 
 
 def test_a_continuation_stops_at_the_end_of_its_reply():
-    st = store_of([1, 2, 3], [4, 5, 6, 7])
+    st = store_of([1, 2, 3], [4, 5, 6, 7], ngrams=(2,))
     assert st.propose([1, 2], 5) == [3]  # not 3 then the next reply's tokens
     assert st.propose([2, 3], 5) == []  # 3 ended its reply: no continuation
     # n-grams do not span two replies either
     assert st.propose([3, 4], 5) == []
+
+
+def test_the_default_store_needs_three_matching_tokens():
+    st = store_of([1, 2, 3, 10, 11])
+    assert st.propose([0, 2, 3], 2) == []  # a bigram match alone proposes nothing
+    assert st.propose([1, 2, 3], 2) == [10, 11]
 
 
 def test_replies_from_rows_keeps_the_assistant_header():
@@ -71,9 +77,9 @@ def test_head_drafter_loads_the_models_store_and_skips_a_bad_one(tmp_path, monke
     model = tiny_model(V, layers=4, hidden=32, seed=1)
     folder = _head_folder(tmp_path, model)
     assert load_head_drafter(model, CharTokenizer(V), folder).store is None
-    save_store(folder / STORE_FILE, np.array([1, 2, 3, SEP]), vocab_size=V, source="test")
+    save_store(folder / STORE_FILE, np.array([1, 2, 3, 4, SEP]), vocab_size=V, source="test")
     d = load_head_drafter(model, CharTokenizer(V), folder)
-    assert d.store is not None and d.store.propose([1, 2], 3) == [3]
+    assert d.store is not None and d.store.propose([1, 2, 3], 3) == [4]
     # the bench's draft memory counts the store
     without = load_head_drafter(model, CharTokenizer(V), folder, use_store=False).memory_bytes()
     assert d.store.nbytes > 0 and d.memory_bytes() == without + d.store.nbytes

@@ -31,6 +31,10 @@ class Draft:
 
 class Drafter:
     name = "drafter"
+    # True for a drafter that stops drafting by its own confidence (the head): the
+    # governor's draft length is then only a cap, and an early rejection does not
+    # shorten it (the drafter already drafts little where it is unsure).
+    sizes_own_drafts = False
 
     def make_target_runner(self, model) -> "TargetRunner":
         """The object that runs the target for verification. Drafters that share the

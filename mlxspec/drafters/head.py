@@ -54,6 +54,7 @@ DEFAULT_TREE_NODES = 8
 
 class HeadDrafter(Drafter):
     name = "head"
+    sizes_own_drafts = True  # the confidence stop rule (min_confidence)
 
     def __init__(
         self,

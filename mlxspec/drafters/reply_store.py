@@ -18,7 +18,10 @@ from typing import Optional, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-DEFAULT_NGRAMS = (4, 3, 2)
+# No bigram fallback: a 2-token match among ~100k reply tokens predicts little, yet it
+# fires on nearly every round and its tokens take verification slots from the head's
+# own guesses (modelled 1.77 against 1.73 tok/s with it, docs/head.md).
+DEFAULT_NGRAMS = (4, 3)
 SPAN = 8  # continuation tokens compared when counting which continuation is most frequent
 SEP = -1  # separates replies in the token array
 STORE_FILE = "reply-store.safetensors"
