@@ -3,8 +3,9 @@
 Draft length grows after a fully accepted round and shrinks after an early rejection
 (unless the drafter sizes its drafts itself: then the length is only a cap).
 Speculation pays only if tokens per second over rounds (every token a round emits,
-copied and retrieved ones included) beats a plain single-token forward; both are measured as they happen, and when speculation loses it is paused
-for a while (longer each time it keeps losing), then probed again.
+copied and retrieved ones included) beats a plain single-token forward; both are
+measured as they happen, and when speculation loses it is paused for a while (longer
+each time it keeps losing), then probed again.
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from tiny import CharTokenizer, tiny_model
 V = 64
 
 
-def calibrated(plain_s=0.1, k=4):
-    gov = Governor(k, 2 * k + 2)
+def calibrated(plain_s=0.1, k=4, shrink=True):
+    gov = Governor(k, 2 * k + 2, shrink=shrink)
     for _ in range(2):
         gov.record_plain(plain_s)
     assert gov.use_speculation()
@@ -122,31 +122,26 @@ def greedy_reply(target, prompt, n=16):
 
 
 @pytest.mark.parametrize("tree", [False, True])
-def test_tokens_kept_from_retrieved_branches_count_for_the_rate(tree):
+def test_tokens_kept_from_retrieved_branches_count_for_the_rate(tree, monkeypatch):
     """A round is judged on every token it emitted. A drafter whose own guess is short
     or wrong but whose copied tokens are right produces several tokens per round;
     counting only its own guesses made such rounds look like plain steps at a higher
     price. Chain: one own guess, then copied tokens; tree: a wrong own guess beside a
     copied branch."""
-    from mlxspec import governor as governor_mod
-
     target = tiny_model(V, layers=2, hidden=32, seed=3, scale=3.0)
     prompt = [1, 2, 3, 4]
     ref = greedy_reply(target, prompt)
 
-    seen = []
-    judge = governor_mod.Governor._judge
+    seen = []  # tokens each round was credited with
+    judge = Governor._judge
 
     def spy(self):
         seen.append(self._recent[-1][1])
         judge(self)
 
-    governor_mod.Governor._judge = spy
-    try:
-        out = list(Engine(target, CharTokenizer(V), CopyStub(ref, tree), num_draft=4, draft_name="stub").stream(
-            prompt, SamplingParams(), max_tokens=16))
-    finally:
-        governor_mod.Governor._judge = judge
+    monkeypatch.setattr(Governor, "_judge", spy)
+    out = list(Engine(target, CharTokenizer(V), CopyStub(ref, tree), num_draft=4, draft_name="stub").stream(
+        prompt, SamplingParams(), max_tokens=16))
     stats = out[-1].stats
     assert [r.token for r in out] == ref
     assert stats.rounds == len(seen) > 0 and stats.accepted > 0
@@ -171,8 +166,7 @@ def test_a_drafter_that_sizes_its_own_drafts_keeps_its_cap():
     """The head stops drafting by its own confidence; shortening its cap after each early
     rejection (most rounds, at ~60% agreement) cut its confident chains short: on the
     code benchmark prompt it kept 21 tokens instead of 26."""
-    gov = calibrated(0.1, k=4)
-    gov.shrink = False
+    gov = calibrated(0.1, k=4, shrink=False)
     gov.record_round(0.1, 4, 0)
     gov.record_round(0.1, 4, 1)
     assert gov.k == 4
