@@ -7,7 +7,7 @@ import os as _os
 # output. Must be set before mlx.core loads; a user's explicit choice wins.
 _os.environ.setdefault("MLX_ENABLE_TF32", "0")
 
-from mlxspec._blas import load_openblas as _load_openblas  # noqa: E402
+from mlxspec.system.blas import load_openblas as _load_openblas  # noqa: E402
 
 _load_openblas()  # must run before the first `import mlx.core`
 

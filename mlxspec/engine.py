@@ -17,13 +17,13 @@ import mlx.core as mx
 import numpy as np
 
 from mlxspec.drafters.base import Drafter
-from mlxspec.drafters.draft_tree import depths, within_depth
+from mlxspec.tree import depths, within_depth
 from mlxspec.errors import InvalidParameterError
 from mlxspec.governor import Governor
 from mlxspec.prompting import encode_chat
 from mlxspec.response import GenerationResponse, SpecStats
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 from mlxspec.text import StopMatcher
 from mlxspec.verify import verify_greedy, verify_sampling, verify_tree_greedy
 

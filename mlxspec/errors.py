@@ -23,3 +23,9 @@ class InvalidParameterError(MlxspecError):
 
 class HeadLoadError(MlxspecError):
     """A draft-head file is corrupt or belongs to another model."""
+
+
+def first_line(exc: BaseException) -> str:
+    """One line describing `exc` for a user: its message's first line, or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ class LoadedModel:
 
 def load_model(spec: Optional[str]) -> LoadedModel:
     """Registry name, local folder or hub id -> model in the backend's fast dtype."""
-    from mlxspec import store
+    from mlxspec.hub import store
 
     spec = spec or DEFAULT_MODEL
     path = store.resolve_model(spec)
@@ -63,7 +63,7 @@ def check_tokenizers(target: LoadedModel, draft: LoadedModel) -> None:
 
 
 def _suggested_draft(name: str) -> Optional[str]:
-    from mlxspec import registry
+    from mlxspec.hub import registry
 
     try:
         return registry.get_entry(name).draft
@@ -90,7 +90,7 @@ def _head_drafter(target: LoadedModel, required: bool):
 
 
 def _model_drafter(target: LoadedModel, spec: str):
-    from mlxspec.drafters.model_drafter import ModelDrafter
+    from mlxspec.drafters.draft_model import ModelDrafter
 
     draft = load_model(spec)
     check_tokenizers(target, draft)

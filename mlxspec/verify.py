@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from mlxspec.drafters.draft_tree import children_of
+from mlxspec.tree import children_of
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
 
 

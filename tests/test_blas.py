@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mlxspec import _blas
+from mlxspec.system import blas as _blas
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux BLAS loader")
 
@@ -39,7 +39,7 @@ def test_importing_mlx_first_is_reported_not_silent():
     import subprocess
 
     code = ("import warnings; warnings.simplefilter('always')\n"
-            "import mlx.core\nimport mlxspec\nprint(mlxspec._blas.STATUS['error'])")
+            "import mlx.core\nimport mlxspec\nprint(mlxspec.system.blas.STATUS['error'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "imported before mlxspec" in out.stdout

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 import mlxspec.api
 from mlxspec.cli.main import cli
-from mlxspec.drafters.model_drafter import ModelDrafter
+from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.engine import Engine
 from tiny import CharTokenizer, perturbed_copy, tiny_model
 

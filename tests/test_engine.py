@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from mlxspec.drafters.model_drafter import ModelDrafter
+from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.engine import Engine
 from mlxspec.sampling import SamplingParams
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 from tiny import CharTokenizer, perturbed_copy, tiny_model
 
 V = 64

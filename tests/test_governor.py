@@ -4,7 +4,7 @@ import pytest
 
 from mlxspec.drafters.base import Draft, Drafter
 from mlxspec.drafters.head_runner import HeadTargetRunner
-from mlxspec.drafters.model_drafter import ModelDrafter
+from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.engine import Engine
 from mlxspec.governor import _MIN_ROUNDS, _PAUSE_MIN, Governor
 from mlxspec.head.model import new_head

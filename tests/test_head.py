@@ -6,14 +6,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlxspec.archs.layered import LayeredModel
+from mlxspec.runtime.layered import LayeredModel
 from mlxspec.drafters.head import (DEFAULT_LOOKUP_LEN, DEFAULT_TREE_FRONTIER, DEFAULT_TREE_WIDTH, HeadDrafter,
                                    find_heads, load_head_drafter)
 from mlxspec.engine import Engine
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import new_head
 from mlxspec.sampling import SamplingParams, probs_from_logits
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 from tiny import CharTokenizer, tiny_model
 
 V = 64
@@ -169,7 +169,7 @@ def test_feature_input_sees_the_verified_states():
     """After rounds of draft/verify/trim, the head's next step (its cache plus the
     feature it is given) equals the head run in one pass over the whole sequence with
     the target's true final states as features: nothing predicted is left behind."""
-    from mlxspec.head.train import shifted_features
+    from mlxspec.training.train import shifted_features
 
     model = tiny_model(V, layers=4, hidden=32, seed=8, scale=2.0)
     d = make_drafter(model, k=2, feature=True, width=1, lookup=0)
@@ -331,7 +331,7 @@ def _corpus(tmp_path):
 
 @pytest.mark.parametrize("feature", [False, True])
 def test_train_resume_is_identical_and_output_loads(tmp_path, feature):
-    from mlxspec.head.train import TrainSettings, train
+    from mlxspec.training.train import TrainSettings, train
 
     model = tiny_model(V, layers=4, hidden=32, seed=10)
     tok = CharTokenizer(V, eos=63)
@@ -371,8 +371,8 @@ def test_train_resume_is_identical_and_output_loads(tmp_path, feature):
 def test_new_learning_rate_reuses_the_teacher_features(tmp_path, monkeypatch):
     """Only the teacher-side settings (corpus, exit layer, windows) force the expensive
     teacher pass again; a new learning rate trains a new head on the stored features."""
-    from mlxspec.head import train as train_mod
-    from mlxspec.head.train import TrainSettings, train
+    from mlxspec.training import train as train_mod
+    from mlxspec.training.train import TrainSettings, train
 
     model = tiny_model(V, layers=4, hidden=32, seed=11)
     tok = CharTokenizer(V, eos=63)
@@ -400,7 +400,7 @@ def test_init_from_fine_tunes_an_existing_head(tmp_path):
     from mlx.utils import tree_flatten
 
     from mlxspec.errors import InvalidParameterError
-    from mlxspec.head.train import TrainSettings, train
+    from mlxspec.training.train import TrainSettings, train
 
     model = tiny_model(V, layers=4, hidden=32, seed=12)
     tok = CharTokenizer(V, eos=63)
@@ -425,8 +425,8 @@ def test_init_from_fine_tunes_an_existing_head(tmp_path):
 
 
 def test_self_distillation_prompts_are_not_the_benchmark_prompts():
-    from mlxspec.bench_prompts import SETS
-    from mlxspec.head.selfgen import default_prompts, extra_prompts, more_prompts
+    from mlxspec.bench.prompts import SETS
+    from mlxspec.training.selfgen import default_prompts, extra_prompts, more_prompts
 
     bench = {m["content"] for chats in SETS.values() for chat in chats.values() for m in chat
              if m["role"] == "user"}

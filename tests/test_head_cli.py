@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from mlxspec.cli.main import cli
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlxspec.store") is None,
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlxspec.hub.store") is None,
                                 reason="model store not available yet")
 
 

@@ -40,7 +40,7 @@ def reference(pair):
 
 
 def test_draft_model_greedy_equals_plain(pair, reference):
-    from mlxspec.drafters.model_drafter import ModelDrafter
+    from mlxspec.drafters.draft_model import ModelDrafter
     from mlxspec.engine import Engine
     from mlxspec.sampling import SamplingParams
 

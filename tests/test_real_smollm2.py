@@ -39,7 +39,7 @@ def _tokens(engine, prompt, n=40, **kw):
 
 
 def test_greedy_speculative_equals_plain_on_real_model(smol, noisy_draft):
-    from mlxspec.drafters.model_drafter import ModelDrafter
+    from mlxspec.drafters.draft_model import ModelDrafter
     from mlxspec.engine import Engine
 
     plain = Engine(smol.model, smol.tokenizer, max_context=smol.max_context)
@@ -65,7 +65,7 @@ def test_answer_is_sensible(smol):
 
 
 def test_sampling_runs_on_real_model(smol, noisy_draft):
-    from mlxspec.drafters.model_drafter import ModelDrafter
+    from mlxspec.drafters.draft_model import ModelDrafter
     from mlxspec.engine import Engine
 
     spec = Engine(smol.model, smol.tokenizer, ModelDrafter(noisy_draft, smol.vocab_size),

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 
 import mlxspec.drafters.head as head_mod
-from mlxspec.archs.layered import LayeredModel
+from mlxspec.runtime.layered import LayeredModel
 from mlxspec.drafters.head import HeadDrafter, HeadTargetRunner, load_head_drafter
 from mlxspec.drafters.reply_store import SEP, STORE_FILE, ReplyStore, load_store, replies_from_rows, save_store
 from mlxspec.engine import Engine
 from mlxspec.head.io import save_head
 from mlxspec.head.model import new_head
-from mlxspec.head.selfgen import write_shard, write_reply_store
+from mlxspec.training.selfgen import write_shard, write_reply_store
 from mlxspec.sampling import SamplingParams
 from tiny import CharTokenizer, tiny_model
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from mlxspec.drafters.model_drafter import ModelDrafter
+from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.engine import Engine
 from mlxspec.sampling import SamplingParams, probs_from_logits
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 from mlxspec.verify import verify_sampling
 from tiny import CharTokenizer, perturbed_copy, tiny_model
 

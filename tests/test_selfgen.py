@@ -7,8 +7,8 @@ from mlx_lm.generate import generate_step
 
 from mlxspec.drafters.head import load_head_drafter
 from mlxspec.errors import InvalidParameterError
-from mlxspec.head.selfgen import generate, generate_batch, load_features
-from mlxspec.head.train import TrainSettings, _Teacher, train
+from mlxspec.training.selfgen import generate, generate_batch, load_features
+from mlxspec.training.train import TrainSettings, _Teacher, train
 from tiny import CharTokenizer, tiny_model
 
 V = 64
@@ -51,7 +51,7 @@ def test_a_row_ends_at_its_stop_token_and_the_others_go_on():
 
 
 def test_generate_writes_shards_resumes_and_trains_a_head(tmp_path, monkeypatch):
-    from mlxspec.head import selfgen
+    from mlxspec.training import selfgen
 
     model = tiny_model(V, layers=4, hidden=32, seed=5, scale=2.0)
     tok = CharTokenizer(V, eos=63)
@@ -76,7 +76,7 @@ def test_generate_writes_shards_resumes_and_trains_a_head(tmp_path, monkeypatch)
                     series="-more") == 1
     assert (out / "shard-more-0000" / "meta.json").is_file() and (out / "shard-0000").is_dir()
 
-    from mlxspec.archs.layered import LayeredModel
+    from mlxspec.runtime.layered import LayeredModel
 
     data = load_features(out, LayeredModel(model).fingerprint(), 2)
     assert len(data) == len(prompts) + len(more)
@@ -103,7 +103,7 @@ def test_generate_writes_shards_resumes_and_trains_a_head(tmp_path, monkeypatch)
 
 def test_loss_ignores_positions_of_weight_zero():
     from mlxspec.head.model import new_head
-    from mlxspec.head.train import _loss
+    from mlxspec.training.train import _loss
 
     model = tiny_model(V, layers=4, hidden=32, seed=7)
     head = new_head(model, 2)
@@ -128,7 +128,7 @@ def test_loss_ignores_positions_of_weight_zero():
 
 def test_unrolled_loss_trains_on_the_heads_own_features():
     from mlxspec.head.model import new_head
-    from mlxspec.head.train import _loss
+    from mlxspec.training.train import _loss
 
     model = tiny_model(V, layers=4, hidden=32, seed=8)
     h_k = mx.random.normal((1, 10, 32), key=mx.random.key(3))

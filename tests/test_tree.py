@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from mlx_lm.models.cache import KVCache
 
-from mlxspec.archs.tree import ancestor_matrix, compact
-from mlxspec.drafters.draft_tree import add_branch, within_depth
+from mlxspec.runtime.tree_attention import ancestor_matrix, compact
+from mlxspec.tree import add_branch, within_depth
 from mlxspec.drafters.head import HeadDrafter, HeadTargetRunner
 from mlxspec.drafters.lookup import ContextLookup
 from mlxspec.engine import Engine
 from mlxspec.head.model import new_head
 from mlxspec.sampling import SamplingParams
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 from mlxspec.verify import verify_tree_greedy
 from tiny import CharTokenizer, tiny_model
 

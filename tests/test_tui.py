@@ -11,7 +11,7 @@ import pytest
 from tui_fakes import FakeEngine, fake_loader
 
 from mlxspec.tui.app import ChatApp
-from mlxspec.tui.messages import AssistantMessage, Notice, UserMessage
+from mlxspec.tui.widgets.messages import AssistantMessage, Notice, UserMessage
 from mlxspec.tui.settings import ChatSettings
 from mlxspec.tui.store import Conversation, ConversationStore, Message
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from mlxspec.tui.app import ChatApp
-from mlxspec.tui.messages import AssistantMessage
+from mlxspec.tui.widgets.messages import AssistantMessage
 from mlxspec.tui.settings import ChatSettings
 from mlxspec.tui.store import ConversationStore
 
@@ -19,7 +19,7 @@ def tiny_loader(made: dict):
     def load(model, draft="auto"):
         # runs on the engine thread: MLX objects are created where they are used
         from tiny import CharTokenizer, perturbed_copy, tiny_model
-        from mlxspec.drafters.model_drafter import ModelDrafter
+        from mlxspec.drafters.draft_model import ModelDrafter
         from mlxspec.engine import Engine
 
         target = tiny_model(V, scale=3.0)

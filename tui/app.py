@@ -12,12 +12,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
-from mlxspec.tui.conversations_screen import ConversationsScreen
+from mlxspec.tui.screens.conversations import ConversationsScreen
 from mlxspec.tui.engine_thread import Chunk, Done, EngineThread, describe_error
-from mlxspec.tui.help_screen import HelpScreen
-from mlxspec.tui.messages import (DRAFT_STYLE, TARGET_STYLE, AssistantMessage, Notice,
+from mlxspec.tui.screens.help import HelpScreen
+from mlxspec.tui.widgets.messages import (DRAFT_STYLE, TARGET_STYLE, AssistantMessage, Notice,
                                   UserMessage, merge_span)
-from mlxspec.tui.options_screen import OptionsScreen
+from mlxspec.tui.screens.options import OptionsScreen
 from mlxspec.tui.settings import ChatSettings
 from mlxspec.tui.stats import reply_stats, status_line
 from mlxspec.tui.store import Conversation, ConversationStore, Message

@@ -25,8 +25,8 @@ def _atomic_write(path: str, text: str) -> None:
 
 def build_methods(target, draft_spec, num_draft, top_p, only):
     from mlxspec import loading
-    from mlxspec.bench import mlx_lm_method, mlxspec_method
-    from mlxspec.drafters.model_drafter import ModelDrafter
+    from mlxspec.bench.runner import mlx_lm_method, mlxspec_method
+    from mlxspec.drafters.draft_model import ModelDrafter
     from mlxspec.engine import Engine
 
     def engine(drafter, name):
@@ -83,8 +83,8 @@ def _head_drafters(target) -> dict:
 def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, json_path, csv_path):
     """Benchmark mlxspec's methods against plain decoding and mlx-lm, in one run."""
     from mlxspec import loading
-    from mlxspec.bench import format_table, run_once, summarize
-    from mlxspec.bench_prompts import SETS
+    from mlxspec.bench.runner import format_table, run_once, summarize
+    from mlxspec.bench.prompts import SETS
     from mlxspec.cli.doctor_cmd import machine_info, measure_gflops
     from mlxspec.errors import InvalidParameterError
     from mlxspec.prompting import encode_chat

@@ -25,7 +25,7 @@ def machine_info() -> dict:
     import mlx.core as mx
 
     from mlxspec import __version__
-    from mlxspec._blas import STATUS
+    from mlxspec.system.blas import STATUS
 
     def v(pkg):
         try:

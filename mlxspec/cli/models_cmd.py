@@ -20,7 +20,7 @@ def models():
 @click.option("--force", is_flag=True, help="Re-install even if present (trained heads are kept).")
 def pull_cmd(name, force):
     """Install registry model NAME into the store."""
-    from mlxspec.pull import pull
+    from mlxspec.hub.pull import pull
 
     pull(name, force=force)
 
@@ -28,8 +28,8 @@ def pull_cmd(name, force):
 @models.command("list")
 def list_cmd():
     """Installed models with sizes, then known models not installed."""
-    from mlxspec.registry import load_registry
-    from mlxspec.store import list_installed, models_dir
+    from mlxspec.hub.registry import load_registry
+    from mlxspec.hub.store import list_installed, models_dir
 
     installed = list_installed()
     click.echo(f"Model store: {models_dir()}")
@@ -51,7 +51,7 @@ def list_cmd():
 def rm_cmd(name):
     """Remove an installed model (and its trained heads)."""
     from mlxspec.errors import ModelNotFoundError
-    from mlxspec.store import models_dir
+    from mlxspec.hub.store import models_dir
 
     path = models_dir() / name
     if not (path / "config.json").exists():

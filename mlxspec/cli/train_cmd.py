@@ -37,7 +37,7 @@ def _load_target(spec: str):
 @click.option("--init-from", default=None, metavar="NAME|FILE",
               help="Start from a trained head (name under models/<model>/heads/ or a file) and fine-tune it.")
 @click.option("--features", default=None, metavar="DIR", type=click.Path(file_okay=False),
-              help="Train on replies the model generated with its states kept (python -m mlxspec.head.selfgen) instead of a corpus.")
+              help="Train on replies the model generated with its states kept (python -m mlxspec.training.selfgen) instead of a corpus.")
 @click.option("--unroll", type=int, default=2, show_default=True,
               help="Feature-input heads: passes on their own predicted features per step (1 = teacher features only).")
 @click.option("--corpus-tokens", type=int, default=150_000, show_default=True, help="Corpus tokens (teacher features are computed once for them).")
@@ -76,14 +76,14 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
     if features and not Path(features).is_dir():
         raise InvalidParameterError(f"--features: no folder {features}")
     if corpus:
-        from mlxspec.head.corpus import expand_paths
+        from mlxspec.training.corpus import expand_paths
 
         expand_paths(corpus)  # fail early on a missing path
 
-    from mlxspec.head.train import TrainSettings, train
+    from mlxspec.training.train import TrainSettings, train
 
     mname, model_dir, model, tokenizer = _load_target(model_spec)
-    from mlxspec.archs.layered import LayeredModel
+    from mlxspec.runtime.layered import LayeredModel
 
     n_layers = LayeredModel(model).num_layers
     if exit_layer is not None and not 1 <= exit_layer < n_layers:

@@ -12,7 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mlxspec.sampling import SamplingParams
-    from mlxspec.target import TargetRunner
+    from mlxspec.runtime.target import TargetRunner
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Drafter:
     def make_target_runner(self, model) -> "TargetRunner":
         """The object that runs the target for verification. Drafters that share the
         target's cache or hidden states (early-layer heads) return their own."""
-        from mlxspec.target import TargetRunner
+        from mlxspec.runtime.target import TargetRunner
 
         return TargetRunner(model)
 

@@ -16,9 +16,9 @@ from typing import Optional
 import mlx.core as mx
 import numpy as np
 
-from mlxspec.archs.layered import LayeredModel, UnsupportedArchitectureError
+from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
 from mlxspec.drafters.base import Draft, Drafter
-from mlxspec.drafters.draft_tree import add_branch, best_subtree
+from mlxspec.tree import add_branch, best_subtree
 from mlxspec.drafters.head_runner import HeadTargetRunner
 from mlxspec.drafters.lookup import ContextLookup
 from mlxspec.drafters.reply_store import ReplyStore, find_store, load_store

@@ -23,10 +23,10 @@ import mlx.core as mx
 from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
-from mlxspec.archs.layered import LayeredModel
-from mlxspec.archs.tree import ancestor_matrix, compact, tree_block, tree_mask
+from mlxspec.runtime.layered import LayeredModel
+from mlxspec.runtime.tree_attention import ancestor_matrix, compact, tree_block, tree_mask
 from mlxspec.head.model import DraftHead
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 
 
 class HeadTargetRunner(TargetRunner):

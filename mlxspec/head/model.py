@@ -26,8 +26,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from mlxspec.archs.layered import LayeredModel, block_class_and_args
-from mlxspec.archs.tree import tree_block
+from mlxspec.runtime.layered import LayeredModel, block_class_and_args
+from mlxspec.runtime.tree_attention import tree_block
 
 
 @dataclass

@@ -7,7 +7,7 @@ import numpy as np
 
 from mlxspec.drafters.base import Draft, Drafter
 from mlxspec.sampling import SamplingParams, draft_pick, fit_vocab
-from mlxspec.target import TargetRunner
+from mlxspec.runtime.target import TargetRunner
 
 DEFAULT_MIN_CONFIDENCE = 0.25  # stop drafting below this draft probability
 

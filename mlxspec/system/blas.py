@@ -32,7 +32,7 @@ _PROBE = """
 import numpy as np
 import mlxspec
 import mlx.core as mx
-assert mlxspec._blas.STATUS["blas"] == "openblas", mlxspec._blas.STATUS["error"]
+assert mlxspec.system.blas.STATUS["blas"] == "openblas", mlxspec.system.blas.STATUS["error"]
 a = np.random.default_rng(0).standard_normal((96, 80)).astype(np.float32)
 got = np.array(mx.array(a) @ mx.array(a.T))
 assert np.allclose(got, a @ a.T, rtol=1e-4, atol=1e-3), "wrong matmul results"

@@ -13,7 +13,7 @@ else:  # pragma: no cover
 
 from mlxspec.errors import ModelNotFoundError
 
-REGISTRY_FILE = Path(__file__).resolve().parent.parent / "models" / "registry.toml"
+REGISTRY_FILE = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
 
 
 @dataclass(frozen=True)

