@@ -1,14 +1,11 @@
 """`mlxspec train-head` through the CLI on a tiny model folder."""
-import importlib.util
 import json
 
 import pytest
 from click.testing import CliRunner
 
+from cli_check import assert_one_line_error
 from mlxspec.cli.main import cli
-
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlxspec.hub.store") is None,
-                                reason="model store not available yet")
 
 
 @pytest.fixture(scope="module")
@@ -55,5 +52,4 @@ def test_train_head_writes_head_and_json(model_dir, corpus):
     (["--features", "/tmp", "--corpus", "/tmp"], "either --corpus or --features"),
 ])
 def test_train_head_bad_input(model_dir, args, msg):
-    r = run("-m", model_dir, *args)
-    assert r.exit_code != 0 and msg in r.stderr
+    assert_one_line_error(run("-m", model_dir, *args), msg)
