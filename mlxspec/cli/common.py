@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
+import time
 
 import click
 
@@ -46,3 +49,114 @@ def sampling_options(f):
     ):
         f = opt(f)
     return f
+
+
+# -- input text ---------------------------------------------------------------------
+REPLACED_WARNING = "warning: input is not valid UTF-8; undecodable bytes were replaced with U+FFFD"
+
+
+def decode_arg(text: str) -> tuple[str, bool]:
+    """(text, replaced): argv arrives surrogate-escaped when it is not UTF-8 (and a
+    tokenizer rejects surrogates), so turn it back into bytes and decode with replacement."""
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text, False
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "replace"), True
+
+
+def read_stdin() -> tuple[str, bool]:
+    """(text, replaced): stdin read as bytes and decoded as UTF-8 with replacement."""
+    buf = getattr(sys.stdin, "buffer", None)
+    if buf is None:
+        return decode_arg(sys.stdin.read())
+    raw = buf.read()
+    try:
+        return raw.decode("utf-8-sig"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8-sig", "replace"), True
+
+
+# -- sampling options, checked before anything is loaded ----------------------------
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding range; what other tools accept
+NUM_DRAFT_MAX = 64  # the engine's limit
+MAX_TOKENS_MAX = 1_000_000  # the engine's limit
+
+
+def check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft) -> None:
+    """Raise InvalidParameterError (one line) for a value the engine would reject later,
+    or reject with a worse message (NaN, inf, a negative seed)."""
+    from mlxspec.errors import InvalidParameterError
+    from mlxspec.sampling import SamplingParams
+
+    for label, v in (("temperature", temp), ("top-p", top_p), ("repetition penalty", repetition_penalty)):
+        if v is not None and not math.isfinite(v):
+            raise InvalidParameterError(f"{label} must be a finite number, got {v}")
+    SamplingParams(temp, top_p, top_k, repetition_penalty).validated()
+    if not 0 < max_tokens <= MAX_TOKENS_MAX:
+        raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_MAX}, got {max_tokens}")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise InvalidParameterError(f"seed must be in 0..{SEED_MAX}, got {seed}")
+    if num_draft is not None and not 0 <= num_draft <= NUM_DRAFT_MAX:
+        raise InvalidParameterError(f"num-draft must be in 0..{NUM_DRAFT_MAX}, got {num_draft}")
+
+
+# -- prefill progress -----------------------------------------------------------------
+class PrefillProgress:
+    """`on_prefill(done, total)` for the engine: tokens done / total, rate and ETA on
+    stderr, shown only for a long prompt or once prefill has taken more than `after_s`."""
+
+    def __init__(self, stream=None, long_prompt: int = 1024, after_s: float = 1.5, every_s: float = 0.25):
+        self.stream = stream or sys.stderr
+        self.long_prompt, self.after_s = long_prompt, after_s
+        self.every_s = every_s if self._tty() else 5.0  # a log file gets a line now and then
+        self.t0 = time.perf_counter()
+        self.shown = False
+        self._last = 0.0
+
+    def _tty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        elapsed = now - self.t0
+        if not self.shown and total < self.long_prompt and elapsed < self.after_s:
+            return
+        final = done >= total
+        if not final and self.shown and now - self._last < self.every_s:
+            return
+        self._last, self.shown = now, True
+        rate = done / elapsed if elapsed > 0 else 0.0
+        line = f"prefill {done}/{total} tokens · {rate:.0f} tok/s"
+        if not final and rate > 0:
+            line += f" · ETA {(total - done) / rate:.0f} s"
+        if self._tty():
+            self.stream.write("\r\033[K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def accepts(fn, name: str) -> bool:
+    """Whether `fn` takes a keyword `name` (newer engine features, e.g. on_prefill)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def check_name(value, label: str) -> None:
+    """A model or drafter name with control characters (junk, or a pasted newline) is
+    refused here, so that no later message quoting it spans several lines."""
+    from mlxspec.errors import InvalidParameterError
+
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidParameterError(f"{label} contains a control character: {value!r}")

@@ -6,27 +6,32 @@ import sys
 
 import click
 
-from mlxspec.cli.common import model_options, sampling_options, setup_logging
+from mlxspec.cli.common import (REPLACED_WARNING, PrefillProgress, accepts, check_name, check_sampling,
+                                decode_arg, model_options, read_stdin, sampling_options,
+                                setup_logging)
 from mlxspec.errors import InvalidParameterError
 
 
-def _read_prompt(prompt: str | None) -> str:
+def _read_prompt(prompt: str | None) -> tuple[str, bool]:
+    """(prompt, replaced): from argv or stdin, always valid Unicode."""
     if prompt is None or prompt == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise InvalidParameterError("no prompt given (pass it as an argument or on stdin)")
-        prompt = sys.stdin.read()
+        prompt, replaced = read_stdin()
+    else:
+        prompt, replaced = decode_arg(prompt)
     if not prompt.strip():
         raise InvalidParameterError("the prompt is empty")
-    return prompt
+    return prompt, replaced
 
 
-def format_stats(last, engine) -> str:
+def format_stats(last, engine, no_drafter: bool = False) -> str:
     s = last.stats
     parts = [
         f"{last.generation_tokens} tokens",
         f"{last.generation_tps:.2f} tok/s",
         f"prompt {last.prompt_tokens} tok @ {last.prompt_tps:.1f} tok/s",
-        f"draft {s.method}",
+        f"draft {s.method}" + (" (--num-draft 0: no drafter loaded)" if no_drafter else ""),
     ]
     if s.rounds:
         parts += [f"acceptance {s.acceptance_rate:.0%}", f"mean accepted length {s.mean_accepted_length:.2f}"]
@@ -49,18 +54,27 @@ def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_pe
              num_draft, stop, chat_template, as_json, show_stats):
     """Generate a completion for PROMPT (or stdin)."""
     import mlxspec
-    from mlxspec.sampling import SamplingParams
 
     setup_logging()
-    prompt = _read_prompt(prompt)
-    SamplingParams(temp, top_p, top_k, repetition_penalty).validated()  # fail before loading
-    if max_tokens <= 0:
-        raise InvalidParameterError(f"max tokens must be positive, got {max_tokens}")
+    check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft)  # before loading
+    check_name(model, "model")
+    check_name(draft, "draft")
+    prompt, replaced = _read_prompt(prompt)
+    stop = [decode_arg(x) for x in stop]
+    if replaced or any(r for _, r in stop):
+        click.echo(REPLACED_WARNING, err=True)
+    stop = [x for x, _ in stop]
+    no_drafter = num_draft == 0 and draft != "none"
+    if no_drafter:
+        draft = "none"  # plain decoding: loading a drafter would only cost time and memory
     engine = mlxspec.load(model, draft)
+    extra = {}
+    if accepts(mlxspec.stream_generate, "on_prefill"):
+        extra["on_prefill"] = PrefillProgress()
     stream = mlxspec.stream_generate(
         engine, prompt, max_tokens=max_tokens, temp=temp, top_p=top_p, top_k=top_k,
         repetition_penalty=repetition_penalty, seed=seed, num_draft=num_draft, stop=stop,
-        chat_template=chat_template,
+        chat_template=chat_template, **extra,
     )
     tokens, pieces, last = [], [], None
     finish = None
@@ -95,7 +109,7 @@ def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_pe
         sys.stdout.write("\n")
         sys.stdout.flush()
     if show_stats and last is not None:
-        click.echo(format_stats(last, engine), err=True)
+        click.echo(format_stats(last, engine, no_drafter), err=True)
     if finish == "interrupted":
         click.echo("Interrupted.", err=True)
         sys.exit(130)

@@ -7,27 +7,69 @@ import sys
 import click
 
 import mlxspec  # noqa: F401  (loads OpenBLAS before anything imports mlx.core)
-from mlxspec.errors import MlxspecError
+from mlxspec.errors import MlxspecError, first_line
+
+
+def printable(text: str) -> str:
+    """Undecodable argv bytes (surrogates) shown as escapes instead of failing to print."""
+    return str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class LineError(click.ClickException):
+    """Prints `Error: <message>` and nothing else (no usage block)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(printable(message))
+        self.exit_code = exit_code
+
+
+def _usage_line(exc: click.UsageError) -> LineError:
+    # Click's usage block is three lines; one is the rule here. The message may quote a
+    # junk argument with newlines in it: keep it on one line.
+    where = exc.ctx.command_path if exc.ctx is not None else "mlxspec"
+    return LineError(" ".join(f"{exc.format_message()} (see: {where} --help)".split()), exc.exit_code)
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (`| head`): point stdout at devnull so the flush at exit
+    # cannot fail again, and exit as a process killed by SIGPIPE would (128 + 13).
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file (Click's test runner)
+    sys.exit(141)
 
 
 class _Group(click.Group):
-    """Turns MlxspecError and Ctrl-C into one line and a non-zero exit."""
+    """Turns MlxspecError, Click's usage errors, Ctrl-C (130) and a closed pipe (141)
+    into one line (or none) and a non-zero exit."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except MlxspecError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise LineError(str(exc)) from None
         except KeyboardInterrupt:
             click.echo("\nInterrupted.", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except click.UsageError as exc:
+            raise _usage_line(exc) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except (MemoryError, RuntimeError, OSError, ValueError) as exc:
             # Failures inside MLX or the file system: one line; MLXSPEC_DEBUG=1 for the trace.
             if os.environ.get("MLXSPEC_DEBUG"):
                 raise
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+            raise LineError(f"{type(exc).__name__}: {first_line(exc)}") from None
 
 
 @click.group(cls=_Group)
@@ -58,4 +100,13 @@ _register()
 
 
 def main():
-    cli(prog_name="mlxspec")
+    try:
+        cli(prog_name="mlxspec")
+    except Exception as exc:
+        # A bug, not bad input: still one line for the user. Kept out of the group so that
+        # tests running the CLI in-process see the exception itself.
+        if os.environ.get("MLXSPEC_DEBUG"):
+            raise
+        click.echo(printable(f"Error: internal error: {type(exc).__name__}: {first_line(exc)} "
+                             "(MLXSPEC_DEBUG=1 shows the traceback)"), err=True)
+        sys.exit(1)

@@ -105,8 +105,15 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
     )
     click.echo(f"training head '{name}' for {mname}: exit layer {settings.exit_layer or 'auto'}, "
                f"{steps} steps of {batch}x{seq_len} tokens", err=True)
-    res = train(model, tokenizer, model_dir, settings, name=name, resume=resume,
-                time_budget_s=time_budget * 60 if time_budget else None)
+    stepped = []  # once steps run, train() itself says where Ctrl-C stopped it
+    try:
+        res = train(model, tokenizer, model_dir, settings, name=name, resume=resume,
+                    time_budget_s=time_budget * 60 if time_budget else None,
+                    on_step=lambda step, loss: stepped or stepped.append(step))
+    except KeyboardInterrupt:
+        if not stepped:
+            click.echo("\ninterrupted; what was computed is checkpointed, run again to resume", err=True)
+        sys.exit(130)  # the head files are written atomically: an older head is intact
     if res is None:
         sys.exit(3)  # stopped by the time budget; checkpoint kept
     click.echo(f"wrote {res.path}", err=True)
