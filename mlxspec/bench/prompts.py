@@ -29,3 +29,112 @@ TOPIC_SWITCH = {
 }
 
 SETS = {"default": DEFAULT, "topic-switch": TOPIC_SWITCH}
+
+
+# -- the user's own prompts (`mlxspec bench --prompts FILE|DIR`) ---------------------------
+_ROLES = ("system", "user", "assistant")
+_JSONL = (".jsonl", ".ndjson")
+
+
+def _chat(obj, where: str) -> list[dict]:
+    """A JSON value -> a checked chat: {"messages": [...]} or a bare list of messages."""
+    from mlxspec.errors import InvalidParameterError
+
+    msgs = obj.get("messages") if isinstance(obj, dict) else obj
+    if not isinstance(msgs, list) or not msgs:
+        raise InvalidParameterError(f"{where}: expected {{\"messages\": [...]}} or a non-empty list of messages")
+    for i, m in enumerate(msgs):
+        if not (isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)):
+            raise InvalidParameterError(f"{where}: message {i + 1} needs a role ({', '.join(_ROLES)}) "
+                                        "and a string content")
+    return [{"role": m["role"], "content": m["content"]} for m in msgs]
+
+
+def _read(path, where: str) -> str:
+    from mlxspec.errors import InvalidParameterError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidParameterError(f"{where}: not UTF-8 text") from None
+    except OSError as exc:
+        raise InvalidParameterError(f"{where}: cannot read ({exc.strerror or exc})") from None
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text.strip()}]
+
+
+def _from_jsonl(path) -> dict:
+    import json
+
+    from mlxspec.errors import InvalidParameterError
+
+    out = {}
+    for n, line in enumerate(_read(path, path.name).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {n}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise InvalidParameterError(f"{where}: not JSON ({str(exc).split(':')[0]})") from None
+        label = obj.get("name") if isinstance(obj, dict) else None
+        label = str(label) if label else f"{path.stem}-{len(out) + 1}"
+        if label in out:
+            raise InvalidParameterError(f"{where}: the name {label!r} is used twice")
+        out[label] = _chat(obj, where)
+    return out
+
+
+def _from_text(path) -> dict:
+    """One prompt per block of lines; blank lines separate the blocks."""
+    import re
+
+    blocks = [b for b in re.split(r"\n[ \t]*\n", _read(path, path.name).replace("\r\n", "\n")) if b.strip()]
+    return {f"{path.stem}-{i + 1}": _user(b) for i, b in enumerate(blocks)}
+
+
+def _from_dir(folder) -> dict:
+    """One prompt per file, labelled by its name: text, or a chat in a .json file."""
+    import json
+
+    from mlxspec.errors import InvalidParameterError
+
+    out = {}
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        text = _read(f, f.name)
+        if f.suffix == ".json":
+            try:
+                obj = json.loads(text)
+            except ValueError as exc:
+                raise InvalidParameterError(f"{f.name}: not JSON ({str(exc).split(':')[0]})") from None
+            msgs = _chat(obj, f.name)
+        elif text.strip():
+            msgs = _user(text)
+        else:
+            raise InvalidParameterError(f"{f.name}: the prompt file is empty")
+        out[f.stem if f.stem not in out else f.name] = msgs
+    return out
+
+
+def load_prompts(spec: str) -> dict:
+    """A set name (SETS), a folder (one prompt per file), a JSONL file of chats, or a
+    text file of blank-line-separated prompts -> {label: messages}."""
+    from pathlib import Path
+
+    from mlxspec.errors import InvalidParameterError
+
+    if spec in SETS:
+        return SETS[spec]
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        prompts = _from_dir(path)
+    elif path.is_file():
+        prompts = _from_jsonl(path) if path.suffix.lower() in _JSONL else _from_text(path)
+    else:
+        raise InvalidParameterError(f"--prompts {spec!r}: no such file or folder, and not a prompt set "
+                                    f"({', '.join(SETS)})")
+    if not prompts:
+        raise InvalidParameterError(f"--prompts {spec}: no prompts found")
+    return prompts

@@ -3,6 +3,11 @@
 Methods: mlx-lm's own plain and speculative decoding (the baselines), mlxspec plain, and
 each mlxspec drafter available. Decode speed is (tokens - 1) / (time from the first to
 the last token) for every method alike, so prefill is excluded uniformly.
+
+Draft counts are measured for every method: mlxspec's from its SpecStats, mlx-lm's by
+counting the draft model's and the target's decode forwards (mlx-lm yields only
+`from_draft` per kept token, not what the draft proposed; each draft forward after the
+prompt proposes one token and each target forward after it is one verification round).
 """
 from __future__ import annotations
 
@@ -63,23 +68,47 @@ def mlxspec_method(name: str, engine: Engine, top_p: float = 1.0) -> Method:
     return Method(name, stream, "mlxspec", draft_bytes=drafter.memory_bytes() if drafter else 0)
 
 
+class _DecodeCounter:
+    """Stands in for a model inside mlx-lm's generator and counts its decode forwards:
+    calls whose input reaches past the prompt's second-last token (prefill chunks stop
+    before the last prompt token, whatever their size)."""
+
+    def __init__(self, model, prompt_len: int):
+        self._model, self._prefix, self.calls = model, prompt_len - 1, 0
+
+    def __call__(self, x, cache=None, **kw):
+        start = cache[0].offset if cache else 0
+        if start + x.shape[-1] > self._prefix:
+            self.calls += 1
+        return self._model(x, cache=cache, **kw)
+
+    def __getattr__(self, name):  # layers, make_cache, args...: the real model's
+        return getattr(self._model, name)
+
+
 def mlx_lm_method(name: str, model, tokenizer, draft_model=None, num_draft: int = 4,
                   top_p: float = 1.0) -> Method:
     from mlx_lm.generate import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
+    counted: dict = {}
+
     def stream(prompt, temp, max_tokens, seed):
         mx.random.seed(seed)
         sampler = make_sampler(temp=temp, top_p=top_p if temp > 0 else 0.0)
-        kw = dict(draft_model=draft_model, num_draft_tokens=num_draft) if draft_model is not None else {}
-        return stream_generate(model, tokenizer, mx.array(prompt), max_tokens=max_tokens, sampler=sampler, **kw)
+        target, kw = model, {}
+        if draft_model is not None:
+            target = counted["target"] = _DecodeCounter(model, len(prompt))
+            counted["draft"] = _DecodeCounter(draft_model, len(prompt))
+            kw = dict(draft_model=counted["draft"], num_draft_tokens=num_draft)
+        return stream_generate(target, tokenizer, mx.array(prompt), max_tokens=max_tokens, sampler=sampler, **kw)
 
     nbytes = 0
     if draft_model is not None:
         from mlx.utils import tree_flatten
 
         nbytes = sum(v.nbytes for _, v in tree_flatten(draft_model.parameters()))
-    return Method(name, stream, "mlx-lm", draft_bytes=nbytes, draft_k=num_draft)
+    return Method(name, stream, "mlx-lm", draft_bytes=nbytes, draft_k=num_draft, notes=counted)
 
 
 def run_once(method: Method, prompt: list[int], prompt_name: str, temp: float, max_tokens: int, seed: int) -> Run:
@@ -91,11 +120,9 @@ def run_once(method: Method, prompt: list[int], prompt_name: str, temp: float, m
         s = items[-1].stats
         if s.rounds:
             run.drafted, run.accepted, run.rounds = s.drafted, s.accepted, s.rounds
-    elif method.draft_k:
-        # mlx-lm drafts a fixed k per round and each round ends with one target token.
-        from_draft = sum(1 for r in items[:-1] if r.from_draft)
-        rounds = max(1, len(items) - 1 - from_draft)
-        run.drafted, run.accepted, run.rounds = rounds * method.draft_k, from_draft, rounds
+    elif method.kind == "mlx-lm" and "draft" in method.notes:
+        run.drafted, run.rounds = method.notes["draft"].calls, method.notes["target"].calls
+        run.accepted = sum(1 for r in items if r.from_draft)
     return run
 
 
@@ -117,7 +144,7 @@ class Row:
     mean_accepted_length: Optional[float]
     peak_gb: float
     draft_mb: float
-    exact: str  # "yes" / "NO" for greedy, "n/a" sampled
+    exact: Optional[bool]  # greedy: same tokens as the reference on every prompt; None sampled
     runs: int
 
 
@@ -136,11 +163,7 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
             drafted = sum(r.drafted or 0 for r in mine)
             rounds = sum(r.rounds or 0 for r in mine)
             accepted = sum(r.accepted or 0 for r in mine)
-            if temp == 0:
-                same = all(_strip_eos(r.tokens, eos) == ref.get(r.prompt) for r in mine)
-                exact = "yes" if same else "NO"
-            else:
-                exact = "n/a"
+            exact = all(_strip_eos(r.tokens, eos) == ref.get(r.prompt) for r in mine) if temp == 0 else None
             rows.append(Row(
                 method=m.name, temp=temp,
                 tps_mean=statistics.mean(tps), tps_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0,
@@ -161,7 +184,8 @@ def format_table(rows: list[Row], baseline: str) -> str:
             r.method, f"{r.temp:g}", f"{r.tps_mean:.2f} ± {r.tps_sd:.2f}", f"{r.speedup:.2f}x",
             f"{r.acceptance:.0%}" if r.acceptance is not None else "-",
             f"{r.mean_accepted_length:.2f}" if r.mean_accepted_length is not None else "-",
-            f"{r.peak_gb:.2f}", f"{r.draft_mb:.1f}" if r.draft_mb else "-", r.exact,
+            f"{r.peak_gb:.2f}", f"{r.draft_mb:.1f}" if r.draft_mb else "-",
+            {True: "yes", False: "NO", None: "n/a"}[r.exact],
         ])
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
     out = []

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
-import os
 import sys
-import tempfile
 import time
 
 import click
@@ -15,12 +14,26 @@ from mlxspec.cli.common import setup_logging
 
 
 def _atomic_write(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from mlxspec.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def _eta(done: int, total: int, elapsed: float) -> str:
+    if not done:
+        return "ETA ?"
+    minutes, seconds = divmod(round(elapsed / done * (total - done)), 60)
+    return f"ETA {minutes}m{seconds:02d}s" if minutes else f"ETA {seconds}s"
+
+
+def _csv(rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    fields = [f.name for f in dataclasses.fields(rows[0].__class__)] if rows else []
+    w.writerow(fields)
+    for r in rows:
+        w.writerow([getattr(r, f) for f in fields])
+    return buf.getvalue()
 
 
 def build_methods(target, draft_spec, num_draft, top_p, only):
@@ -70,8 +83,11 @@ def _head_drafters(target) -> dict:
               "(default: the registry's partner; 'none' to skip).")
 @click.option("--methods", "only", default=None, help="Comma list of method-name substrings to run "
               "(the plain baselines always run).")
-@click.option("--prompts", "prompt_set", type=click.Choice(["default", "topic-switch"]), default="default",
-              show_default=True)
+@click.option("--prompts", "prompt_set", default="default", show_default=True, metavar="SET|FILE|DIR",
+              help="A prompt set (default, topic-switch) or your own prompts: a folder with one "
+              "file per prompt (its name is the label), a text file with one prompt per "
+              "blank-line-separated block, or a .jsonl file of chats ({\"messages\": [...]} or a "
+              "list of messages per line).")
 @click.option("-n", "--max-tokens", type=int, default=64, show_default=True)
 @click.option("--reps", type=int, default=2, show_default=True, help="Measured repetitions per prompt.")
 @click.option("--warmup/--no-warmup", default=True, show_default=True)
@@ -83,8 +99,8 @@ def _head_drafters(target) -> dict:
 def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, json_path, csv_path):
     """Benchmark mlxspec's methods against plain decoding and mlx-lm, in one run."""
     from mlxspec import loading
+    from mlxspec.bench.prompts import load_prompts
     from mlxspec.bench.runner import format_table, run_once, summarize
-    from mlxspec.bench.prompts import SETS
     from mlxspec.cli.doctor_cmd import machine_info, measure_gflops
     from mlxspec.errors import InvalidParameterError
     from mlxspec.prompting import encode_chat
@@ -98,9 +114,10 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
         raise InvalidParameterError("--temps needs temperatures >= 0")
     if max_tokens < 2 or reps < 1:
         raise InvalidParameterError("bench needs --max-tokens >= 2 and --reps >= 1")
+    chats = load_prompts(prompt_set)  # a bad prompts file fails before the model loads
     target = loading.load_model(model)
     methods = build_methods(target, draft, num_draft, top_p, only)
-    prompts = {name: encode_chat(target.tokenizer, msgs) for name, msgs in SETS[prompt_set].items()}
+    prompts = {name: encode_chat(target.tokenizer, msgs) for name, msgs in chats.items()}
     eos = set(target.tokenizer.eos_token_ids)
 
     def progress(msg):
@@ -111,6 +128,7 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
         for m in methods:
             progress(f"warm-up: {m.name}")
             run_once(m, first, "warmup", temp_list[0], min(16, max_tokens), 0)
+    # Results are written only after the last run (atomically): Ctrl-C keeps the old files.
     runs = []
     total = len(temp_list) * reps * len(prompts) * len(methods)
     t0 = time.perf_counter()
@@ -118,10 +136,11 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
         for rep in range(reps):
             for i, (pname, ptoks) in enumerate(prompts.items()):
                 for m in methods:
+                    progress(f"[{len(runs) + 1}/{total} {_eta(len(runs), total, time.perf_counter() - t0)}] "
+                             f"{m.name} · prompt {pname} · temp {temp:g} · rep {rep + 1}/{reps}")
                     run = run_once(m, ptoks, pname, temp, max_tokens, seed=1000 * rep + i)
                     runs.append(run)
-                    progress(f"[{len(runs)}/{total} {time.perf_counter() - t0:.0f}s] {m.name} temp={temp:g} "
-                             f"{pname} rep {rep + 1}: {run.tps:.2f} tok/s")
+                    progress(f"  {run.tps:.2f} tok/s, {len(run.tokens)} tokens")
     rows = summarize(runs, methods, baseline="mlx-lm plain", reference="mlxspec plain", eos=eos)
     info = machine_info()
     info["matmul_gflops_f32_1024"] = round(measure_gflops(), 1)
@@ -132,21 +151,13 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
     click.echo(format_table(rows, "mlx-lm plain"))
     if json_path:
         doc = {"header": header, "machine": info, "settings": dict(
-            model=target.name, prompts=prompt_set, max_tokens=max_tokens, reps=reps, temps=temp_list,
-            top_p=top_p, num_draft=num_draft), "rows": [dataclasses.asdict(r) for r in rows],
-            "runs": [dataclasses.asdict(r) for r in runs]}
+            model=target.name, prompts=prompt_set, prompt_names=list(prompts), max_tokens=max_tokens,
+            reps=reps, temps=temp_list, top_p=top_p, num_draft=num_draft),
+            "rows": [dataclasses.asdict(r) for r in rows], "runs": [dataclasses.asdict(r) for r in runs]}
         _atomic_write(json_path, json.dumps(doc, indent=1))
     if csv_path:
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        fields = [f.name for f in dataclasses.fields(rows[0].__class__)] if rows else []
-        w.writerow(fields)
-        for r in rows:
-            w.writerow([getattr(r, f) for f in fields])
-        _atomic_write(csv_path, buf.getvalue())
-    if any(r.exact == "NO" for r in rows):
+        _atomic_write(csv_path, _csv(rows))
+    if any(r.exact is False for r in rows):
         click.echo("warning: a greedy method's output differed from plain decoding", err=True)
         sys.exit(2)
 
