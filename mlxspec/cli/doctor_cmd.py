@@ -1,6 +1,7 @@
 """`mlxspec doctor`: what backend, device and BLAS this machine gives MLX."""
 from __future__ import annotations
 
+import json
 import platform
 import time
 
@@ -33,7 +34,10 @@ def machine_info() -> dict:
         except Exception:
             return "not installed"
 
+    metal = bool(mx.metal.is_available())
+    cuda = bool(getattr(mx, "cuda", None) and mx.cuda.is_available())
     return {
+        "backend": "metal" if metal else "cuda" if cuda else "cpu",
         "mlxspec": __version__,
         "mlx": v("mlx"),
         "mlx-lm": v("mlx-lm"),
@@ -43,8 +47,8 @@ def machine_info() -> dict:
         "machine": platform.machine(),
         "cpu_count": __import__("os").cpu_count(),
         "device": str(mx.default_device()),
-        "metal": bool(mx.metal.is_available()),
-        "cuda": bool(getattr(mx, "cuda", None) and mx.cuda.is_available()),
+        "metal": metal,
+        "cuda": cuda,
         "blas": STATUS["blas"],
         "blas_path": STATUS["path"],
         "blas_error": STATUS["error"],
@@ -54,14 +58,18 @@ def machine_info() -> dict:
 
 
 @click.command("doctor")
-def doctor():
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (every key, nulls too).")
+def doctor(as_json):
     """Print backend, device, BLAS in use (measured GFLOP/s) and versions."""
     info = machine_info()
     info["matmul_gflops_f32_1024"] = round(measure_gflops(), 1)
-    width = max(len(k) for k in info)
-    for key, value in info.items():
-        if value is not None:
-            click.echo(f"{key:<{width}}  {value}")
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+    else:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            if value is not None:
+                click.echo(f"{key:<{width}}  {value}")
     if info["blas"] != "openblas" and not info["metal"] and "linux" in info["platform"].lower():
         click.echo("note: MLX is using its slow reference BLAS; speculative decoding will not pay off "
                    "(pip install cmeel-openblas)", err=True)
