@@ -69,10 +69,48 @@ def test_failed_write_keeps_the_old_file(store, monkeypatch):
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp left
 
 
-def test_unreadable_files_are_skipped(store):
-    store.save(Conversation(messages=[Message("user", "ok")]))
+def test_unreadable_files_are_listed_by_name_and_loading_one_names_it(store):
+    good = Conversation(messages=[Message("user", "ok")])
+    store.save(good)
     (store.root / "broken.json").write_text("{not json")
-    assert len(store.list()) == 1
+    (store.root / "wrong.json").write_text('{"no": "id"}')
+    listed = {c.id: c for c in store.list()}
+    assert set(listed) == {good.id, "broken", "wrong"}
+    assert not listed[good.id].unreadable
+    assert "broken.json" in listed["broken"].title and "not valid JSON" in listed["broken"].unreadable
+    assert "wrong.json" in listed["wrong"].title
+    with pytest.raises(ValueError, match=r"broken\.json is not valid JSON \(line 1"):
+        store.load("broken")
+
+
+def test_chat_list_shows_unreadable_files_and_resume_names_the_file(store):
+    from click.testing import CliRunner
+
+    from mlxspec.cli.main import cli
+
+    store.save(Conversation(id="good-1", messages=[Message("user", "hello there")]))
+    (store.root / "broken.json").write_text("{not json")
+    r = CliRunner().invoke(cli, ["chat", "--list"])
+    assert r.exit_code == 0
+    assert "good-1" in r.output and "hello there" in r.output
+    assert "broken" in r.output and "unreadable: broken.json" in r.output
+    r = CliRunner().invoke(cli, ["chat", "--export", "broken"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "broken.json is not valid JSON" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_temp_files_of_a_killed_save_are_ignored_and_cleaned(store):
+    c = Conversation(id="keep", messages=[Message("user", "x")])
+    store.save(c)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = store.root / f".keep.json.tmp-{dead}-abcd"
+    stale.write_text('{"half')
+    old_style = store.root / ".keep.json.x1y2.tmp"  # the previous writer's names
+    old_style.write_text('{"half')
+    os.utime(old_style, (time.time() - 3600, time.time() - 3600))
+    assert [x.id for x in store.list()] == ["keep"]
+    assert not stale.exists() and not old_style.exists()
 
 
 KILLER = r"""

@@ -1,18 +1,18 @@
-"""Saved conversations: one JSON file each under the user data dir, written atomically.
-
-A save writes a temp file in the same folder, fsyncs it and os.replace()s it over the
-old file, so a crash or kill leaves either the old or the new version, never a mix.
+"""Saved conversations: one JSON file each under the user data dir, written atomically
+(mlxspec/atomic.py: a crash or kill leaves either the old or the new version, never a mix).
+A file that cannot be read is listed as unreadable, by name, never silently dropped.
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from mlxspec.atomic import atomic_write_text, clean_stale_temps, is_temp
 
 FORMAT_VERSION = 1
 
@@ -65,6 +65,7 @@ class Conversation:
     draft: str = ""
     system: str = ""
     messages: list = field(default_factory=list)  # list[Message], no system message
+    unreadable: str = ""  # set (to why) on a listed file that could not be read; never saved
 
     def chat_messages(self) -> list[dict]:
         """What the chat template sees: optional system prompt, then the turns."""
@@ -96,31 +97,6 @@ class Conversation:
         )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 class ConversationStore:
     def __init__(self, root: Optional[Path] = None):
         self.root = Path(root) if root else data_dir() / "conversations"
@@ -137,24 +113,34 @@ class ConversationStore:
         return p
 
     def load(self, conv_id: str) -> Conversation:
+        """ValueError naming the file when it cannot be read."""
         p = self.path(conv_id)
         if not p.exists():
             matches = [c for c in self.list() if c.id.startswith(conv_id)]
             if len(matches) != 1:
                 raise KeyError(f"no saved conversation '{conv_id}'")
             p = self.path(matches[0].id)
-        return Conversation.from_json(json.loads(p.read_text(encoding="utf-8")))
+        return _read(p)
 
     def list(self) -> list[Conversation]:
-        """Newest first; unreadable files (never ours, but be safe) are skipped."""
+        """Newest first. A file that cannot be read is listed too, titled as unreadable
+        with its name and why, so the user can see it (and delete it)."""
         out = []
         if not self.root.is_dir():
             return out
+        clean_stale_temps(self.root)  # temp files of a killed save
         for p in self.root.glob("*.json"):
-            try:
-                out.append(Conversation.from_json(json.loads(p.read_text(encoding="utf-8"))))
-            except (OSError, ValueError, KeyError, TypeError):
+            if is_temp(p):
                 continue
+            try:
+                out.append(_read(p))
+            except UnreadableConversation as exc:
+                try:
+                    when = p.stat().st_mtime
+                except OSError:
+                    when = 0.0
+                out.append(Conversation(id=p.stem, title=f"(unreadable: {p.name} {exc.reason})",
+                                        created=when, updated=when, unreadable=exc.reason))
         out.sort(key=lambda c: c.updated, reverse=True)
         return out
 
@@ -165,6 +151,26 @@ class ConversationStore:
         dest = Path(dest) if dest else self.root.parent / "exports" / f"{conv.id}.md"
         atomic_write_text(dest, to_markdown(conv))
         return dest
+
+
+class UnreadableConversation(ValueError):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"saved conversation {path} {reason}")
+        self.path, self.reason = path, reason
+
+
+def _read(p: Path) -> Conversation:
+    try:
+        return Conversation.from_json(json.loads(p.read_text(encoding="utf-8")))
+    except OSError as exc:
+        why = f"cannot be read ({exc.strerror or type(exc).__name__})"
+    except UnicodeDecodeError:
+        why = "is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        why = f"is not valid JSON (line {exc.lineno}, column {exc.colno})"
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        why = f"is not a saved conversation ({type(exc).__name__}: {exc})"
+    raise UnreadableConversation(p, why)
 
 
 def to_markdown(conv: Conversation) -> str:

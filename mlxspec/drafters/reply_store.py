@@ -18,6 +18,9 @@ from typing import Optional, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mlxspec.drafters.base import Drafter
+from mlxspec.tree import DraftTree
+
 # No bigram fallback: a 2-token match among ~100k reply tokens predicts little, yet it
 # fires on nearly every round and its tokens take verification slots from the head's
 # own guesses (modelled 1.77 against 1.73 tok/s with it, docs/head.md).
@@ -25,6 +28,7 @@ DEFAULT_NGRAMS = (4, 3)
 SPAN = 8  # continuation tokens compared when counting which continuation is most frequent
 SEP = -1  # separates replies in the token array
 STORE_FILE = "reply-store.safetensors"
+DEFAULT_STORE_LEN = 6  # retrieved tokens verified per round
 _PRIME = np.uint64(1_000_003)
 
 
@@ -107,6 +111,28 @@ class ReplyStore:
         return []
 
 
+class StoreDrafter(Drafter):
+    """The reply store as a branch source (compose.py): its continuation of the context."""
+
+    name = "store"
+
+    def __init__(self, store: ReplyStore, max_len: int = DEFAULT_STORE_LEN):
+        self.store, self.max_len = store, max_len
+        self._seq: list[int] = []
+
+    def reset(self, tokens, runner=None) -> None:
+        self._seq = [int(t) for t in tokens]
+
+    def extend(self, tokens) -> None:
+        self._seq.extend(int(t) for t in tokens)
+
+    def propose(self, k, params=None, rng=None, max_nodes=None) -> DraftTree:
+        return DraftTree.chain(self.store.propose(self._seq, self.max_len), guessed=0)
+
+    def memory_bytes(self) -> int:
+        return self.store.nbytes
+
+
 def replies_from_rows(rows: np.ndarray, prompt_len: np.ndarray, lead: int = 4) -> np.ndarray:
     """One token array of replies, SEP between them, from selfgen rows (tokens (N, T),
     -1 after each row's end). Each reply keeps the last `lead` prompt tokens (the chat
@@ -120,12 +146,15 @@ def replies_from_rows(rows: np.ndarray, prompt_len: np.ndarray, lead: int = 4) -
 
 
 def save_store(path: Path, tokens: np.ndarray, vocab_size: int, source: str) -> None:
+    """Written atomically: a kill leaves the old store or the new one, never a torn one."""
     import mlx.core as mx
 
-    from mlxspec.head.io import atomic_save_safetensors
+    from mlxspec.atomic import atomic_write_with
 
-    atomic_save_safetensors(Path(path), {"tokens": mx.array(np.asarray(tokens, dtype=np.int32))},
-                            {"vocab_size": str(int(vocab_size)), "source": source})
+    arrays = {"tokens": mx.array(np.asarray(tokens, dtype=np.int32))}
+    meta = {"vocab_size": str(int(vocab_size)), "source": source}
+    atomic_write_with(Path(path), lambda tmp: mx.save_safetensors(tmp, arrays, metadata=meta),
+                      suffix=".safetensors")
 
 
 def load_store(path: Path, vocab_size: int) -> ReplyStore:

@@ -4,12 +4,11 @@ The safetensors file is self-contained: head weights under `head.*`, the frequen
 token ids under `core_ids` (longest ranking kept, so the core size can be changed at load
 time), and in its metadata the head config, the target's fingerprint and the training
 settings. The JSON next to it repeats the settings for people (exit layer, vocab size,
-corpus, steps, measured acceptance). Both are written atomically (temp file + os.replace).
+corpus, steps, measured acceptance). Both are written atomically (mlxspec/atomic.py).
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from mlxspec.atomic import atomic_write_text, atomic_write_with  # noqa: F401  (callers use atomic_write_text from here)
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import DraftHead, HeadConfig
 
@@ -28,24 +28,10 @@ def heads_dir(model_dir: Path) -> Path:
     return Path(model_dir) / HEADS_DIR
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def atomic_save_safetensors(path: Path, arrays: dict, metadata: Optional[dict] = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.safetensors")
-    try:
-        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """mx.save_safetensors through the one atomic writer (mlxspec/atomic.py)."""
+    atomic_write_with(path, lambda tmp: mx.save_safetensors(tmp, arrays, metadata=metadata or {}),
+                      suffix=".safetensors")
 
 
 def save_head(path: Path, head: DraftHead, core_ids: np.ndarray, fingerprint: dict,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -325,15 +324,14 @@ def generate_batch(model, prompts: list[list[int]], exit_layer: int, max_tokens:
 
 
 def write_shard(path: Path, arrays: dict, meta: dict) -> None:
-    """Write one shard folder atomically (a temp folder renamed into place)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, arr in arrays.items():
-        np.save(tmp / f"{name}.npy", arr)
-    (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    """Write one shard folder atomically (mlxspec/atomic.py: a temp folder swapped into
+    place, so a kill leaves the old shard or the new one; readers skip temp folders)."""
+    from mlxspec.atomic import atomic_dir
+
+    with atomic_dir(path) as tmp:
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr)
+        (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True))
 
 
 def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[list[str]] = None,
@@ -352,6 +350,9 @@ def generate(model, tokenizer, out: Path, exit_layer: int, prompts: Optional[lis
     fp = LayeredModel(model).fingerprint()
     t_start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    from mlxspec.atomic import clean_stale_temps
+
+    clean_stale_temps(out)  # shards and replies of a killed run
     shards = 0
     for s, i in enumerate(range(0, len(order), batch)):
         path = out / f"shard{series}-{s:04d}"

@@ -14,7 +14,6 @@ The finished head is written atomically to `models/<model>/heads/<name>.safetens
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from mlxspec.atomic import atomic_write_with, clean_stale_temps, discard_dir
 from mlxspec.runtime.layered import LayeredModel
 from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_dir, save_head
 from mlxspec.head.model import DraftHead, default_exit_layer, new_head
@@ -275,6 +275,8 @@ def train(
     # -- resume or start -----------------------------------------------------------------
     state = None
     fresh_head = False  # a checkpoint whose teacher features we keep, with a new head
+    clean_stale_temps(out_dir)  # head files of a killed write
+    clean_stale_temps(ckpt)
     if ckpt.is_dir() and resume:
         try:
             state = json.loads((ckpt / "state.json").read_text())
@@ -289,7 +291,7 @@ def train(
         except (OSError, ValueError):
             state = None
     if state is None and ckpt.exists():
-        shutil.rmtree(ckpt)
+        discard_dir(ckpt)
 
     eos = list(getattr(tokenizer, "eos_token_ids", None) or [])
     fdata = None
@@ -364,24 +366,31 @@ def train(
     opt.init(head.trainable_parameters())
     step = 0
     if state is not None and not fresh_head:
-        head.load_weights(str(ckpt / "head.safetensors"))
-        opt_state = mx.load(str(ckpt / "opt.safetensors"))
+        head.load_weights(str(ckpt / state.get("head_file", "head.safetensors")))
+        opt_state = mx.load(str(ckpt / state.get("opt_file", "opt.safetensors")))
         opt.state = tree_unflatten(list(opt_state.items()))
         step = int(state["step"])
         _log(f"resuming {name} from step {step} ({ckpt})")
     elif state is None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if fdata is None:  # `features` rows are read from their own folder again
-            np.save(ckpt / "tokens.npy", tokens)
+            atomic_write_with(ckpt / "tokens.npy", lambda tmp: np.save(tmp, tokens), suffix=".npy")
 
     teacher_state = {"done": 0}
 
     def save_ckpt():
-        atomic_save_safetensors(ckpt / "head.safetensors", dict(tree_flatten(head.parameters())))
-        atomic_save_safetensors(ckpt / "opt.safetensors", dict(tree_flatten(opt.state)))
+        # Head and optimizer files are named by step and state.json, written last, names
+        # them: a kill leaves the previous checkpoint or this one, never a head of one step
+        # with another step's optimizer state.
+        files = {"head_file": f"head-{step:06d}.safetensors", "opt_file": f"opt-{step:06d}.safetensors"}
+        atomic_save_safetensors(ckpt / files["head_file"], dict(tree_flatten(head.parameters())))
+        atomic_save_safetensors(ckpt / files["opt_file"], dict(tree_flatten(opt.state)))
         atomic_write_text(ckpt / "state.json", json.dumps(
             {"step": step, "key": key, "corpus_desc": corpus_desc, "name": name,
-             "teacher_done": teacher_state["done"]}))
+             "teacher_done": teacher_state["done"], **files}))
+        for old in [*ckpt.glob("head*.safetensors"), *ckpt.glob("opt*.safetensors")]:
+            if old.name not in files.values():
+                old.unlink(missing_ok=True)
 
     teacher = _Teacher(model, s.exit_layer)
     W = lm.lm_head_weight
@@ -523,7 +532,7 @@ def train(
     }
     path = out_dir / f"{name}.safetensors"
     save_head(path, head, ranked, lm.fingerprint(), settings_out)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    discard_dir(ckpt)
     return TrainResult(path, step, settings_out, metrics)
 
 
