@@ -109,7 +109,7 @@ def check_finite(path: Path, progress: Optional[Callable[[int, int], None]] = No
 
     path = Path(path)
     files = weight_files(path)
-    total = sum(len(_check_safetensors(f)) - 1 for f in files)
+    total = sum(len([k for k in _check_safetensors(f) if k != "__metadata__"]) for f in files)
     done = 0
     for f in files:
         as_mx = None  # bfloat16 has no numpy dtype: read such a file through MLX

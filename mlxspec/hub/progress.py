@@ -32,7 +32,7 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every_s = every_s if every_s is not None else (0.25 if self.tty else 5.0)
         self.t0 = time.perf_counter()
-        self._last = -1e9
+        self._last = self.t0  # the first line after every_s: quick work prints only its end
         self.done = 0
 
     def line(self) -> str:
@@ -51,6 +51,8 @@ class Progress:
         self.done = min(int(done), self.total) if self.total else int(done)
         now = time.perf_counter()
         finished = self.done >= self.total
+        if self._last == float("inf"):
+            return  # the final line is out
         if not finished and now - self._last < self.every_s:
             return
         self._last = now

