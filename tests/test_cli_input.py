@@ -210,3 +210,16 @@ def test_a_bug_in_the_real_program_is_one_line():
     assert p.returncode == 1 and b"Traceback" not in p.stderr
     assert p.stderr.decode().strip().splitlines() == [
         "Error: internal error: ZeroDivisionError: a bug (MLXSPEC_DEBUG=1 shows the traceback)"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--temp", "nan"], "temperature must be a finite number"),
+    (["--temp", "1e-320"], "temperature must be 0 (greedy) or at least 1e-06"),  # overflowed the sampler
+    (["--repetition-penalty", "inf"], "repetition penalty must be a finite number"),
+    (["--repetition-penalty", "1e-320"], "repetition penalty must be at least"),
+    (["-m", "a" * 5000], "model name is 5000 characters long"),
+    (["-m", " "], "model name is empty"),  # was: silently the default model
+])
+def test_junk_values_are_refused_before_loading(args, message):
+    r = run("generate", "hi", *args)
+    assert r.exit_code == 1 and len(error_lines(r)) == 1 and message in r.stderr, r.stderr

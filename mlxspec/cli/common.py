@@ -83,6 +83,8 @@ def read_stdin() -> tuple[str, bool]:
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding range; what other tools accept
 NUM_DRAFT_MAX = 64  # the engine's limit
 MAX_TOKENS_MAX = 1_000_000  # the engine's limit
+TINY = 1e-6  # smallest positive temperature / repetition penalty
+NAME_MAX = 4096  # PATH_MAX: a longer model name is junk
 
 
 def check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft) -> None:
@@ -95,6 +97,11 @@ def check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num
         if v is not None and not math.isfinite(v):
             raise InvalidParameterError(f"{label} must be a finite number, got {v}")
     SamplingParams(temp, top_p, top_k, repetition_penalty).validated()
+    # Dividing logits by a denormal overflows to inf/NaN in the sampler.
+    if 0 < temp < TINY:
+        raise InvalidParameterError(f"temperature must be 0 (greedy) or at least {TINY:g}, got {temp}")
+    if repetition_penalty is not None and repetition_penalty < TINY:
+        raise InvalidParameterError(f"repetition penalty must be at least {TINY:g}, got {repetition_penalty}")
     if not 0 < max_tokens <= MAX_TOKENS_MAX:
         raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_MAX}, got {max_tokens}")
     if seed is not None and not 0 <= seed <= SEED_MAX:
@@ -158,5 +165,11 @@ def check_name(value, label: str) -> None:
     refused here, so that no later message quoting it spans several lines."""
     from mlxspec.errors import InvalidParameterError
 
-    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if value is None:
+        return
+    if not value.strip():
+        raise InvalidParameterError(f"{label} name is empty")  # not a silent default
+    if len(value) > NAME_MAX:
+        raise InvalidParameterError(f"{label} name is {len(value)} characters long (at most {NAME_MAX})")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise InvalidParameterError(f"{label} contains a control character: {value!r}")
