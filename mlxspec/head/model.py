@@ -25,8 +25,9 @@ from typing import Optional
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
+from mlx_lm.models.base import create_attention_mask
 
-from mlxspec.runtime.layered import LayeredModel, block_class_and_args
+from mlxspec.runtime.layered import LayeredModel, block_class_and_args, check_architecture, dense_params
 from mlxspec.runtime.tree_attention import tree_block
 
 
@@ -68,10 +69,13 @@ class DraftHead(nn.Module):
         if hasattr(self.block, "use_sliding"):
             self.block.use_sliding = False
         eps = getattr(args, "rms_norm_eps", 1e-6)
-        self.norm = nn.RMSNorm(config.hidden_size, eps=eps)
+        # The target's own norm class (gemma's scales by 1 + weight), so the copied
+        # final-norm weight means the same thing.
+        self.norm = type(model.model.norm)(config.hidden_size, eps=eps)
         if config.feature_input:
             self.fuse = nn.Linear(2 * config.hidden_size, config.hidden_size, bias=False)
         self.config = config
+        self._array_mask = check_architecture(model).array_mask
 
     def __call__(self, h: mx.array, feat: Optional[mx.array] = None, mask=None, cache=None,
                  positions: Optional[mx.array] = None) -> mx.array:
@@ -85,6 +89,8 @@ class DraftHead(nn.Module):
             h = self.fuse(mx.concatenate([h, feat.astype(h.dtype)], axis=-1))
         if positions is not None:
             return self.norm(tree_block(self.block, h, mask, cache, positions))
+        if isinstance(mask, str) and self._array_mask:  # gemma2's attention reads mask.dtype
+            mask = create_attention_mask(h, cache, return_array=True)
         return self.norm(self.block(h, mask, cache))
 
     def num_params(self) -> int:
@@ -104,8 +110,10 @@ def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: floa
         from mlxspec.errors import InvalidParameterError
 
         raise InvalidParameterError(f"exit layer must be in 1..{lm.num_layers - 1}, got {k}")
-    src = lm.layers[k]
-    full_ffn = int(src.mlp.gate_proj.weight.shape[0])
+    # Float copies of the target's weights (dequantized when the target is quantized):
+    # the head itself is float32 whatever the target's format.
+    src_params = {n: w.astype(mx.float32) for n, w in dense_params(lm.layers[k]).items()}
+    full_ffn = int(src_params["mlp.gate_proj.weight"].shape[0])
     ffn = max(8, int(round(full_ffn * ffn_ratio)))
     cfg = HeadConfig(
         exit_layer=k,
@@ -118,7 +126,6 @@ def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: floa
     )
     head = DraftHead(model, cfg)
     # Copy the target's layer k (MLP rows/cols cut to the head's width) and final norm.
-    src_params = dict(tree_flatten(src.parameters()))
     new = []
     for name, v in tree_flatten(head.block.parameters()):
         w = src_params.get(name)
@@ -128,7 +135,7 @@ def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: floa
             w = w[tuple(slice(0, s) for s in v.shape)]
         new.append((name, mx.array(w)))
     head.block.load_weights(new, strict=False)
-    head.norm.weight = mx.array(lm.inner.norm.weight)
+    head.norm.weight = lm.inner.norm.weight.astype(mx.float32)
     if feature_input:
         d = lm.hidden_size
         head.fuse.weight = mx.concatenate([mx.eye(d), mx.zeros((d, d))], axis=1)

@@ -27,7 +27,9 @@ MODES = ("full", "static", "dynamic")
 class NeighbourIndex:
     """Approximate nearest neighbours (cosine) of token embeddings: random-hyperplane LSH
     buckets, refined by exact cosine inside the bucket. Built once from the (V, d)
-    embedding matrix with one (V, d) x (d, bits) matmul; queries are memoised."""
+    embedding matrix with (V, d) x (d, bits) matmuls over row chunks; queries are
+    memoised. `weight`: an mx.array, or anything with .shape and [ids] -> float rows
+    (LayeredModel.lm_head_view(): a quantized head dequantized a chunk at a time)."""
 
     def __init__(self, weight, num_neighbours: int = 4, bits: Optional[int] = None,
                  seed: int = 0, exclude: Optional[np.ndarray] = None):
@@ -40,7 +42,10 @@ class NeighbourIndex:
         self.k = num_neighbours
         self.weight = weight  # mx.array, kept by reference (it is the target's)
         proj = mx.array(np.random.default_rng(seed).standard_normal((d, bits)).astype(np.float32))
-        signs = np.array((weight.astype(mx.float32) @ proj) > 0)
+        chunk = 16384
+        signs = np.concatenate([
+            np.array((weight[mx.arange(a, min(V, a + chunk))].astype(mx.float32) @ proj) > 0)
+            for a in range(0, V, chunk)])
         codes = (signs.astype(np.int64) << np.arange(bits, dtype=np.int64)).sum(axis=1)
         order = np.argsort(codes, kind="stable")
         sorted_codes = codes[order]
