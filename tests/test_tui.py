@@ -326,3 +326,189 @@ async def test_quit_mid_reply_saves_the_partial_reply(store):
         await pilot.press("ctrl+q")
     saved = store.load(app.conv.id)
     assert saved.messages[-1].finish == "stopped" and saved.messages[-1].content
+
+
+# -- the status bar ------------------------------------------------------------------------
+@pytest.mark.parametrize("width", [120, 80])
+@sync
+async def test_status_bar_fits_on_one_line(store, width):
+    engine = FakeEngine(model_name="smollm2-135m-instruct", draft_name="head:eagle-self4")
+    engine.gate, engine.hold_after = threading.Event(), 4  # mid-reply: the longest status
+    app, _ = make_app(store, engine, ChatSettings(show_draft=True))
+    async with app.run_test(size=(width, 32)) as pilot:
+        await ready(pilot, app)
+        await send(pilot, app, "hi")
+        await wait_until(pilot, lambda: app.live_stats.get("tokens", 0) >= 4)
+        status = app.query_one("#status")
+        text = str(status.render())
+        assert "smollm2-135m-instruct" in text and "tok/s" in text and "generating" in text
+        assert status.size.height == 1 and len(text) <= width - 2, text
+        engine.gate.set()
+        await wait_until(pilot, lambda: app.handle is None)
+        assert app.query_one("#status").size.height == 1
+
+
+def test_status_line_drops_the_least_useful_parts_first():
+    from mlxspec.tui.stats import status_line
+
+    stats = {"tps": 12.5, "drafted": 9, "acceptance": 0.5, "mean_len": 2.0, "draft_vocab": 8192,
+             "rounds": 3, "speedup": 1.4, "fallback": True}
+    full = status_line(stats, "m" * 40, "head:x", "generating…")
+    assert "vocab 8192" in full and len(full) > 80
+    short = status_line(stats, "m" * 40, "head:x", "generating…", width=80)
+    assert len(short) <= 80 and "vocab" not in short and "12.5 tok/s" in short and "generating…" in short
+    assert "(esc to stop)" not in status_line(stats, "m" * 40, "head:x", "generating… (esc to stop)", width=80)
+    assert len(status_line(stats, "m" * 40, "none", "", width=5)) <= 5
+
+
+# -- speedup only for speculative replies -------------------------------------------------------
+@sync
+async def test_no_speedup_is_shown_or_saved_without_speculation(store):
+    app, engine = make_app(store, settings=ChatSettings(draft="none"))
+    async with app.run_test(size=(120, 32)) as pilot:
+        await ready(pilot, app)
+        await send(pilot, app, "hi")
+        await wait_until(pilot, lambda: app.handle is None)
+        status = str(app.query_one("#status").render())
+        assert "tok/s" in status and "plain" not in status.replace("draft: none", "")
+        assert "vs plain" not in app.query(AssistantMessage).last()._footer_text
+    saved = store.load(app.conv.id).messages[-1].stats
+    assert saved["rounds"] == 0 and "speedup" not in saved and "plain_tps" not in saved
+
+
+def test_old_saved_plain_replies_show_no_speedup():
+    from mlxspec.tui.app import reply_footer
+
+    plain = {"tokens": 5, "tps": 22.0, "drafted": 0, "speedup": 1.11}  # saved before the fix
+    assert "plain" not in reply_footer("stop", plain)
+    assert "1.40× vs plain" in reply_footer("stop", {"tokens": 5, "tps": 28.0, "drafted": 4, "rounds": 2,
+                                                     "acceptance": 0.5, "speedup": 1.4})
+
+
+# -- --draft head without a head ---------------------------------------------------------------
+@sync
+async def test_draft_head_without_a_head_falls_back_to_auto(store):
+    engine = FakeEngine()
+    loader = fake_loader(engine, heads=False)
+    app = ChatApp(ChatSettings(draft="head"), store=store, loader=loader)
+    async with app.run_test(size=(100, 32)) as pilot:
+        await ready(pilot, app)
+        assert loader.made["drafts"] == ["head", "auto"]
+        assert app.model_name == "fake-model" and app.draft_name == "draft:fake-draft"
+        notes = [n.text for n in app.query(Notice)]
+        assert any("no draft head trained" in n and "auto drafter" in n for n in notes), notes
+        await send(pilot, app, "hi")
+        await wait_until(pilot, lambda: app.handle is None)
+        assert app.conv.messages[-1].content == engine.reply
+
+
+# -- prefill progress ---------------------------------------------------------------------------
+@sync
+async def test_prefill_progress_shows_in_the_status_bar(store):
+    engine = FakeEngine()
+    engine.prefill, engine.prefill_gate = [(1024, 7000), (7000, 7000)], threading.Event()
+    app, _ = make_app(store, engine)
+    async with app.run_test(size=(120, 32)) as pilot:
+        await ready(pilot, app)
+        await send(pilot, app, "a long document")
+        await wait_until(pilot, lambda: "prefill 1024/7000" in str(app.query_one("#status").render()))
+        assert "tok/s" in str(app.query_one("#status").render())
+        engine.prefill_gate.set()
+        await wait_until(pilot, lambda: app.handle is None)
+        assert "prefill" not in str(app.query_one("#status").render())
+        assert app.conv.messages[-1].content == engine.reply
+
+
+@sync
+async def test_esc_during_prefill_stops_without_waiting_for_it(store):
+    engine = FakeEngine()
+    engine.prefill, engine.prefill_gate = [(512, 9000), (1024, 9000), (9000, 9000)], threading.Event()
+    app, _ = make_app(store, engine)
+    async with app.run_test(size=(120, 32)) as pilot:
+        await ready(pilot, app)
+        await send(pilot, app, "never mind")
+        await wait_until(pilot, lambda: "prefill 512/9000" in str(app.query_one("#status").render()))
+        await pilot.press("escape")
+        engine.prefill_gate.set()
+        await wait_until(pilot, lambda: app.handle is None)
+        assert app.query_one("#prompt").value == "never mind" and not app.conv.messages
+        assert not engine.calls  # no token was generated
+
+
+# -- the contract between the chat and mlxspec --------------------------------------------------
+def test_fake_and_real_backends_fit_the_contract():
+    from tiny import CharTokenizer, tiny_model
+
+    from mlxspec.engine import Engine
+    from mlxspec.tui.backend import MlxspecBackend
+    from mlxspec.tui.contract import ChatBackend, mismatches
+
+    real = MlxspecBackend(Engine(tiny_model(64, scale=3.0), CharTokenizer(64), None, model_name="tiny"))
+    for backend in (FakeEngine(), real):
+        assert isinstance(backend, ChatBackend) and mismatches(backend) == [], mismatches(backend)
+    seen = []
+    out = list(real.stream_chat([{"role": "user", "content": "hi"}], temp=0.0, top_p=1.0, max_tokens=5,
+                                on_prefill=lambda done, total: seen.append((done, total))))
+    assert len(out) == 5 and real.model_name == "tiny" and real.draft_name == "none"
+    assert seen and seen[-1][0] == seen[-1][1]  # progress reached the prompt's end
+    assert real.plain_tps is None or real.plain_tps > 0
+    real.reset()
+
+
+def test_the_contract_check_can_fail():
+    from mlxspec.tui.contract import mismatches
+
+    class Wrong(FakeEngine):
+        def stream_chat(self, messages, temp, top_p, max_tokens):  # positional, no seed/on_prefill
+            return iter(())
+
+    class Missing:
+        model_name = draft_name = "x"
+
+    assert any("stream_chat" in p for p in mismatches(Wrong()))
+    assert len(mismatches(Missing())) == 3  # plain_tps, stream_chat, reset
+
+
+@sync
+async def test_a_loader_returning_a_wrong_backend_is_a_message(store):
+    app = ChatApp(ChatSettings(), store=store, loader=lambda model, draft: object())
+    async with app.run_test(size=(100, 32)) as pilot:
+        await ready(pilot, app)
+        errors = [n.text for n in app.query(Notice) if n.has_class("-error")]
+        assert errors and "does not fit the chat" in errors[0]
+
+
+def test_the_tui_uses_only_the_public_mlxspec_api():
+    import ast
+    from pathlib import Path
+
+    allowed = {"mlxspec", "mlxspec.errors", "mlxspec.atomic"}
+    root = Path(__file__).resolve().parent.parent / "tui"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for name in names:
+                if name.startswith("mlxspec") and not name.startswith("mlxspec.tui"):
+                    ok = name in allowed or (path.name == "backend.py" and name == "mlxspec.prompting")
+                    assert ok, f"{path.name} imports {name}"
+        if path.name not in ("backend.py",):
+            src = path.read_text()
+            for internal in ("encode_chat", ".stream(", "SamplingParams", ".tokenizer", "._prefill", "plain_step"):
+                assert internal not in src, f"{path.name} uses {internal}"
+
+
+def test_styles_live_in_the_tcss_file():
+    from pathlib import Path
+
+    from mlxspec.tui.screens.conversations import ConversationsScreen
+    from mlxspec.tui.screens.help import HelpScreen
+    from mlxspec.tui.screens.options import OptionsScreen
+    from mlxspec.tui.widgets.messages import Notice as N
+
+    root = Path(__file__).resolve().parent.parent
+    assert ChatApp.CSS_PATH == "chat.tcss" and (root / "tui" / "chat.tcss").is_file()
+    assert not ChatApp.CSS
+    for cls in (ConversationsScreen, HelpScreen, OptionsScreen, N, AssistantMessage, UserMessage):
+        assert "DEFAULT_CSS" not in vars(cls), cls.__name__
+    assert '"mlxspec.tui" = ["*.tcss"]' in (root / "pyproject.toml").read_text()  # shipped in the wheel

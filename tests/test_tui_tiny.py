@@ -21,22 +21,23 @@ def tiny_loader(made: dict):
         from tiny import CharTokenizer, perturbed_copy, tiny_model
         from mlxspec.drafters.draft_model import ModelDrafter
         from mlxspec.engine import Engine
+        from mlxspec.tui.backend import MlxspecBackend
 
         target = tiny_model(V, scale=3.0)
         drafter = None if draft == "none" else ModelDrafter(perturbed_copy(target, 0.02), V)
         engine = Engine(target, CharTokenizer(V), drafter, model_name="tiny",
-                        draft_name="draft:tiny" if drafter else "none", num_draft=4)
+                        draft_name="draft:tiny" if drafter else "none", num_draft=4, adaptive=False)
         made["engine"], made["thread"] = engine, threading.current_thread().name
         made["prefills"] = []
         original = engine._prefill
 
-        def counting_prefill(runner, prompt):  # records (prompt length, tokens already cached)
+        def counting_prefill(prompt, on_prefill=None):  # records (prompt length, tokens already cached)
             from mlxspec.engine import _common_prefix
             made["prefills"].append((len(prompt), _common_prefix(engine._cached, prompt)))
-            return original(runner, prompt)
+            return original(prompt, on_prefill)
 
         engine._prefill = counting_prefill
-        return engine
+        return MlxspecBackend(engine)  # the chat's real adapter over the real Engine
     return load
 
 

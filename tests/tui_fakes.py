@@ -1,11 +1,11 @@
-"""A fake engine with the real Engine's interface: canned replies, no MLX, deterministic."""
+"""A fake ChatBackend (tui/contract.py): canned replies, no MLX, deterministic."""
 from __future__ import annotations
 
 import threading
 import time
 from typing import Optional
 
-from mlxspec.errors import ModelNotFoundError
+from mlxspec.errors import HeadLoadError, ModelNotFoundError
 from mlxspec.response import GenerationResponse, SpecStats
 
 DEFAULT_REPLY = (
@@ -17,44 +17,58 @@ DEFAULT_REPLY = (
 
 class FakeEngine:
     """Streams `reply` word by word; every 3rd piece comes from the target, the rest from
-    the draft. Prompts containing 'explode' fail mid-reply, 'oom' fails with MemoryError."""
+    the draft (with draft "none" all from the target, nothing speculated). Prompts
+    containing 'explode' fail mid-reply, 'oom' fails with MemoryError. `prefill` = the
+    (done, total) progress calls made before the first token."""
 
     def __init__(self, model_name="fake-model", draft_name="draft:fake-draft", reply=DEFAULT_REPLY,
                  delay=0.002, plain_tps=20.0):
         self.model_name, self.draft_name = model_name, draft_name
         self.reply, self.delay = reply, delay
         self.plain_tps = plain_tps
-        self.tokenizer = None
         self.calls: list[dict] = []  # every stream() call: prompt tokens, reused prefix
         self._cached: list[int] = []
         self.threads: set[str] = set()  # which threads touched the engine
         self.closed = 0
         self.gate: Optional[threading.Event] = None  # when set: wait on it before each token
         self.hold_after = 0  # ...from this token on (earlier ones stream freely)
+        self.prefill: list[tuple[int, int]] = []
+        self.prefill_gate: Optional[threading.Event] = None  # wait on it after each prefill call
 
-    def encode_chat(self, messages):
-        self.threads.add(threading.current_thread().name)
-        text = "".join(f"<{m['role']}>{m['content']}</s>" for m in messages) + "<assistant>"
-        return [ord(c) for c in text]
+    # -- the contract ------------------------------------------------------------------
+    def stream_chat(self, messages, *, temp, top_p, max_tokens, seed=None, on_prefill=None):
+        tokens = self._encode(messages)
+        for done, total in self.prefill:  # like the engine: during the first next()
+            if on_prefill is not None:
+                on_prefill(done, total)
+            if self.prefill_gate is not None:
+                self.prefill_gate.wait(10)
+        yield from self._stream(tokens, temp, top_p, max_tokens)
 
     def reset(self):
         self._cached = []
+
+    # -- internals -----------------------------------------------------------------------
+    def _encode(self, messages):
+        self.threads.add(threading.current_thread().name)
+        text = "".join(f"<{m['role']}>{m['content']}</s>" for m in messages) + "<assistant>"
+        return [ord(c) for c in text]
 
     def pieces(self):
         words = self.reply.split(" ")
         return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
 
-    def stream(self, tokens, params, max_tokens=256, seed=None, num_draft=None, stop=(),
-               speculative=True):
+    def _stream(self, tokens, temp, top_p, max_tokens):
         self.threads.add(threading.current_thread().name)
         reuse = 0
         while reuse < min(len(tokens), len(self._cached)) and tokens[reuse] == self._cached[reuse]:
             reuse += 1
-        self.calls.append({"tokens": list(tokens), "reused": reuse, "temp": params.temp,
-                           "top_p": params.top_p, "max_tokens": max_tokens})
+        self.calls.append({"tokens": list(tokens), "reused": reuse, "temp": temp,
+                           "top_p": top_p, "max_tokens": max_tokens})
         self._cached = list(tokens)
         text = "".join(chr(t) for t in tokens).rsplit("<user>", 1)[-1]  # the new turn only
-        stats = SpecStats(method=self.draft_name, draft_vocab=49152)
+        plain = self.draft_name == "none"
+        stats = SpecStats(method="plain") if plain else SpecStats(method=self.draft_name, draft_vocab=49152)
         pieces = self.pieces()[:max_tokens]
         try:
             for i, piece in enumerate(pieces):
@@ -66,8 +80,10 @@ class FakeEngine:
                     raise RuntimeError("kernel exploded")
                 if "oom" in text and i == 2:
                     raise MemoryError("could not allocate 9 GB")
-                from_draft = i % 3 != 2
-                if from_draft:
+                from_draft = i % 3 != 2 and not plain
+                if plain:
+                    stats.plain_steps += 1
+                elif from_draft:
                     stats.drafted += 1
                     stats.accepted += 1
                 else:
@@ -84,17 +100,22 @@ class FakeEngine:
             self.closed += 1
 
 
-def fake_loader(engine: Optional[FakeEngine] = None, fail_models=("missing",)):
-    """A stand-in for mlxspec.load that records where it ran."""
-    made = {"engine": engine}
+def fake_loader(engine: Optional[FakeEngine] = None, fail_models=("missing",), heads=True):
+    """A stand-in for the backend loader that records where it ran and what it was asked;
+    heads=False: the model has no trained draft head."""
+    made = {"engine": engine, "drafts": []}
 
     def load(model, draft="auto"):
+        made["drafts"].append(draft)
         if model in fail_models:
             raise ModelNotFoundError(f"unknown model '{model}'; try: mlxspec models pull NAME")
+        if draft == "head" and not heads:
+            raise HeadLoadError(f"no draft head trained for '{model}'; run: mlxspec train-head -m {model}")
         eng = made["engine"] or FakeEngine()
         if model:
             eng.model_name = model
-        eng.draft_name = "none" if draft == "none" else eng.draft_name
+        own = made.setdefault("own_draft", eng.draft_name)
+        eng.draft_name = "none" if draft == "none" else own
         eng.threads.add(threading.current_thread().name)
         made["last"] = eng
         return eng

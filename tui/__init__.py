@@ -1,6 +1,7 @@
 """mlxspec chat: the Textual terminal app (installed as mlxspec.tui).
 
-Modules: app (the main screen), engine_thread (the one thread that owns the models),
-messages / stats (widgets and status text), options_screen, help_screen,
-conversations_screen, store (saved conversations), settings.
+Modules: app (the main screen), contract (what the chat needs from a model backend) and
+backend (the real one, over mlxspec's public API), engine_thread (the one thread that owns
+the backend), stats (status text), settings, store (saved conversations); screens/ (options,
+help, saved conversations), widgets/ (the chat log); chat.tcss (all the styles).
 """

@@ -13,15 +13,17 @@ from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from mlxspec.tui.screens.conversations import ConversationsScreen
-from mlxspec.tui.engine_thread import Chunk, Done, EngineThread, describe_error
+from mlxspec.tui.engine_thread import Chunk, Done, EngineThread, Prefill, describe_error
 from mlxspec.tui.screens.help import HelpScreen
 from mlxspec.tui.widgets.messages import (DRAFT_STYLE, TARGET_STYLE, AssistantMessage, Notice,
                                   UserMessage, merge_span)
 from mlxspec.tui.screens.options import OptionsScreen
 from mlxspec.tui.settings import ChatSettings
-from mlxspec.tui.stats import reply_stats, status_line
+from mlxspec.tui.stats import reply_stats, speedup, status_line
 from mlxspec.tui.store import Conversation, ConversationStore, Message
 
+GENERATING = "generating… (esc to stop)"
+LEGEND = ("  ■ draft", " ■ target")
 WELCOME = "Type a message and press enter · esc stops a reply · ctrl+t shows draft tokens · f1 help"
 
 
@@ -31,22 +33,15 @@ def reply_footer(finish: str, stats: dict) -> str:
         bits.append(f"{stats['tokens']} tokens at {stats['tps']:.1f} tok/s")
         if stats.get("drafted"):
             bits.append(f"{stats['acceptance']:.0%} of drafts accepted")
-        if stats.get("speedup"):
-            bits.append(f"{stats['speedup']:.2f}× vs plain")
+        if speedup(stats):
+            bits.append(f"{speedup(stats):.2f}× vs plain")
     return " · ".join(bits)
 
 
 class ChatApp(App):
     TITLE = "mlxspec chat"
     ENABLE_COMMAND_PALETTE = False
-    CSS = """
-    #log { height: 1fr; padding: 0 1; }
-    #prompt { margin: 0 0; }
-    /* ctrl+t: the token-origin view replaces the Markdown view of every reply */
-    #log.-show-draft AssistantMessage > Markdown { display: none; }
-    #log.-show-draft AssistantMessage > .tokens { display: block; }
-    #status { height: auto; max-height: 2; padding: 0 1; background: $panel; color: $text; }
-    """
+    CSS_PATH = "chat.tcss"  # the styles of the app, its screens and widgets
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
         Binding("ctrl+t", "toggle_draft", "Draft colours", priority=True),
@@ -118,10 +113,17 @@ class ChatApp(App):
         self.update_status()
 
     def update_status(self) -> None:
-        line = Text(status_line(self.live_stats, self.model_name, self.draft_name, self.state))
+        width = self.size.width - 2  # the bar's horizontal padding
         if self.settings.show_draft:
-            line.append("  ■ draft", DRAFT_STYLE).append(" ■ target", TARGET_STYLE)
+            width -= len("".join(LEGEND))
+        line = Text(status_line(self.live_stats, self.model_name, self.draft_name, self.state, width))
+        if self.settings.show_draft:
+            line.append(LEGEND[0], DRAFT_STYLE).append(LEGEND[1], TARGET_STYLE)
         self.query_one("#status", Static).update(line)
+
+    def on_resize(self) -> None:
+        if self.query("#status"):  # resizes come before the first compose too
+            self.update_status()
 
     async def notice(self, text: str, error: bool = False) -> None:
         log = self.query_one("#log", VerticalScroll)
@@ -191,7 +193,7 @@ class ChatApp(App):
         await log.mount_all([UserMessage(text), self.current])
         self.current.start_stream()
         log.anchor()
-        self.live_stats, self.state = {}, "generating… (esc to stop)"
+        self.live_stats, self.state = {}, GENERATING
         self.update_status()
         s = self.settings
         self.handle = self.engine_thread.generate(
@@ -218,9 +220,11 @@ class ChatApp(App):
 
     async def _apply_events(self, batch: list) -> None:
         msg = self.current
-        text, spans, last, done = "", [], None, None
+        text, spans, last, done, prefill = "", [], None, None, None
         for ev in batch:
-            if isinstance(ev, Chunk):
+            if isinstance(ev, Prefill):
+                prefill = ev
+            elif isinstance(ev, Chunk):
                 merge_span(spans, ev.response.text, ev.response.from_draft)
                 text += ev.response.text
                 last = ev
@@ -228,7 +232,12 @@ class ChatApp(App):
                 done = ev
         if msg is not None and (text or spans):
             await msg.append(text, spans)
+        if prefill is not None and last is None and self.handle is not None and self.state != "stopping…":
+            self.state = f"prefill {prefill.done}/{prefill.total} · {prefill.rate:.0f} tok/s"
+            self.update_status()
         if last is not None:
+            if self.state.startswith("prefill"):
+                self.state = GENERATING
             self.live_stats = reply_stats(last.response, last.plain_tps)
             self.update_status()
         if done is not None:

@@ -1,4 +1,5 @@
-"""One thread owns the engine: every load and generation runs on it, in order.
+"""One thread owns the backend (tui/contract.py): every load and generation runs on it,
+in order.
 
 The UI never touches MLX. It submits jobs and reads events from a GenerationHandle's
 queue; the engine thread never waits for the UI, so a busy screen cannot slow decoding.
@@ -8,11 +9,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from mlxspec.errors import MlxspecError
+from mlxspec.errors import HeadLoadError, MlxspecError, first_line
+from mlxspec.tui.contract import mismatches
 
 
 @dataclass
@@ -20,6 +23,18 @@ class Chunk:
     """One generated token (what the engine yielded), plus the session's plain speed."""
     response: Any  # mlxspec.response.GenerationResponse
     plain_tps: Optional[float]
+
+
+@dataclass
+class Prefill:
+    """Prefill progress of the prompt before the first token."""
+    done: int
+    total: int
+    elapsed: float  # seconds since the reply started
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
 
 @dataclass
@@ -67,7 +82,7 @@ class EngineThread:
     def __init__(self, loader: Optional[Callable] = None):
         self._loader = loader
         self._jobs: "queue.Queue[Optional[tuple]]" = queue.Queue()
-        self.engine = None  # touched only on the engine thread (and read for names)
+        self.engine = None  # the ChatBackend; touched only on the engine thread
         self._thread = threading.Thread(target=self._loop, name="mlxspec-engine", daemon=True)
         self._thread.start()
 
@@ -101,18 +116,28 @@ class EngineThread:
         def job():
             loader = self._loader
             if loader is None:
-                import mlxspec
+                from mlxspec.tui.backend import load_backend
 
-                loader = mlxspec.load
+                loader = load_backend
             self.engine = None  # drop the old models before loading new ones
             # Warnings (e.g. "draft model unavailable") must not print over the screen.
             capture = _ListHandler()
             log = logging.getLogger("mlxspec")
             log.addHandler(capture)
             try:
-                engine = loader(model, draft)
+                try:
+                    engine = loader(model, draft)
+                except HeadLoadError as exc:
+                    if draft != "head":
+                        raise
+                    # No usable head: chat with the best other drafter rather than no model.
+                    capture.messages.append(f"{first_line(exc)} — using the auto drafter instead")
+                    engine = loader(model, "auto")
             finally:
                 log.removeHandler(capture)
+            problems = mismatches(engine)
+            if problems:
+                raise TypeError(f"the loader's backend does not fit the chat: {'; '.join(problems)}")
             self.engine = engine
             return engine, capture.messages
 
@@ -125,36 +150,48 @@ class EngineThread:
         return handle
 
     def _generate(self, handle, messages, temp, top_p, max_tokens, seed) -> None:
-        engine = self.engine
-        if engine is None:
+        backend = self.engine
+        if backend is None:
             handle.events.put(Done("error", "no model is loaded — pick one in Options (ctrl+o)"))
             return
         if handle.cancelled:
             handle.events.put(Done("stopped"))
             return
-        from mlxspec.sampling import SamplingParams
-
         gen = None
         finish = "stop"
+        t0 = time.perf_counter()
+
+        def on_prefill(done: int, total: int) -> None:
+            if handle.cancelled:
+                raise _Stopped  # esc during a long prefill: do not wait for its end
+            handle.events.put(Prefill(done, total, time.perf_counter() - t0))
+
         try:
-            tokens = engine.encode_chat(messages)
-            params = SamplingParams(temp=temp, top_p=top_p)
-            gen = engine.stream(tokens, params, max_tokens=max_tokens, seed=seed)
+            gen = backend.stream_chat(messages, temp=temp, top_p=top_p, max_tokens=max_tokens,
+                                     seed=seed, on_prefill=on_prefill)
             for r in gen:
-                handle.events.put(Chunk(r, engine.plain_tps))
+                handle.events.put(Chunk(r, backend.plain_tps))
                 if r.finish_reason:
                     finish = r.finish_reason
                 if handle.cancelled:
                     finish = "stopped"
                     break
+        except _Stopped:
+            handle.events.put(Done("stopped"))
+            _reset_quietly(backend)
+            return
         except BaseException as exc:
             handle.events.put(Done("error", describe_error(exc)))
-            _reset_quietly(engine)
+            _reset_quietly(backend)
             return
         finally:
             if gen is not None:
                 gen.close()  # stops cleanly; the engine keeps a consistent cache
         handle.events.put(Done(finish))
+
+
+class _Stopped(Exception):
+    pass
 
 
 class _ListHandler(logging.Handler):
@@ -166,9 +203,9 @@ class _ListHandler(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _reset_quietly(engine) -> None:
+def _reset_quietly(backend) -> None:
     # After a failure mid-step the cache may be half-written: start the next turn clean.
     try:
-        engine.reset()
+        backend.reset()
     except Exception:
         pass

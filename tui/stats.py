@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+SEP = " · "
+
 
 def reply_stats(r, plain_tps: Optional[float]) -> dict:
     """The numbers worth keeping from a GenerationResponse (saved with the reply)."""
@@ -12,6 +14,7 @@ def reply_stats(r, plain_tps: Optional[float]) -> dict:
         "tps": round(r.generation_tps, 2),
         "prompt_tokens": r.prompt_tokens,
         "method": s.method,
+        "rounds": s.rounds,
         "drafted": s.drafted,
         "accepted": s.accepted,
         "acceptance": round(s.acceptance_rate, 4),
@@ -20,28 +23,51 @@ def reply_stats(r, plain_tps: Optional[float]) -> dict:
         "fallback": bool(s.fallback),
         "peak_gb": round(r.peak_memory, 3),
     }
-    if plain_tps:
+    if plain_tps and s.rounds > 0:  # a speedup only where something speculated
         d["plain_tps"] = round(plain_tps, 2)
         d["speedup"] = round(r.generation_tps / plain_tps, 3)
     return d
 
 
-def status_line(stats: dict, model: str, draft: str, state: str = "") -> str:
-    """One line: model · draft · tok/s · acceptance · mean length · vocab · speedup."""
-    parts = [model or "no model", f"draft: {draft or 'none'}"]
+def speedup(stats: dict) -> Optional[float]:
+    """The reply's speedup over plain decoding; none for a reply without speculation
+    (replies saved before "rounds" was kept count their drafts instead)."""
+    if not stats.get("rounds", stats.get("drafted")):
+        return None
+    return stats.get("speedup")
+
+
+def _short(text: str, most: int) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def status_line(stats: dict, model: str, draft: str, state: str = "",
+                width: Optional[int] = None) -> str:
+    """One line: model · draft · tok/s · acceptance · mean length · vocab · speedup · state.
+    With `width`, the least useful parts go first until the line fits (it never wraps)."""
+    draft = draft or "none"
+    label = draft if ":" in draft else f"draft: {draft}"  # "draft:x" / "head:x" say it already
+    parts = [(9, model or "no model"), (7, label)]  # (keep priority, text)
     if stats:
-        parts.append(f"{stats['tps']:.1f} tok/s")
+        parts.append((8, f"{stats['tps']:.1f} tok/s"))
         if stats.get("drafted"):
-            parts.append(f"accept {stats['acceptance']:.0%}")
-            parts.append(f"len {stats['mean_len']:.2f}")
+            parts.append((5, f"accept {stats['acceptance']:.0%}"))
+            parts.append((3, f"len {stats['mean_len']:.2f}"))
         else:
-            parts.append("accept –")
+            parts.append((2, "accept –"))
         if stats.get("draft_vocab"):
-            parts.append(f"vocab {stats['draft_vocab']}")
-        if stats.get("speedup"):
-            parts.append(f"{stats['speedup']:.2f}× plain")
+            parts.append((1, f"vocab {stats['draft_vocab']}"))
+        if speedup(stats):
+            parts.append((6, f"{speedup(stats):.2f}× plain"))
         if stats.get("fallback"):
-            parts.append("fallback: plain")
+            parts.append((4, "fallback: plain"))
     if state:
-        parts.append(state)
-    return " · ".join(parts)
+        parts.append((10, state))
+    joined = lambda: SEP.join(t for _, t in parts)  # noqa: E731
+    if width is None or len(joined()) <= width:
+        return joined()
+    # Too long: shorten names and drop the state's hint "(esc to stop)" first...
+    parts = [(p, _short(t, 24) if p in (7, 9) else t.split(" (")[0] if p == 10 else t) for p, t in parts]
+    while len(parts) > 1 and len(joined()) > width:  # ...then drop the least useful parts
+        parts.remove(min(parts, key=lambda pt: pt[0]))
+    return _short(joined(), max(width, 1))

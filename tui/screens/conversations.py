@@ -27,13 +27,6 @@ class ConversationsScreen(ModalScreen):
         Binding("e", "export", "Export Markdown"),
         Binding("d", "delete", "Delete"),
     ]
-    DEFAULT_CSS = """
-    ConversationsScreen { align: center middle; }
-    ConversationsScreen > Vertical { width: 90%; height: 80%; border: round $accent;
-        background: $surface; padding: 0 1; }
-    ConversationsScreen OptionList { height: 1fr; }
-    ConversationsScreen #info { color: $text-muted; height: auto; }
-    """
 
     def __init__(self, store: ConversationStore):
         super().__init__()

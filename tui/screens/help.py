@@ -39,13 +39,6 @@ def key_table() -> Table:
 
 class HelpScreen(ModalScreen):
     BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
-    DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: 84; max-width: 100%; height: auto; max-height: 90%;
-        border: round $accent; background: $surface; padding: 0 1; }
-    HelpScreen .title { text-style: bold; content-align: center middle; width: 100%; }
-    HelpScreen .note { color: $text-muted; margin: 1 0 0 0; }
-    """
 
     def compose(self) -> ComposeResult:
         with Vertical():

@@ -19,22 +19,6 @@ DRAFT_CHOICES = [
 
 class OptionsScreen(ModalScreen):
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "save", "Save")]
-    DEFAULT_CSS = """
-    OptionsScreen { align: center middle; }
-    OptionsScreen > VerticalScroll { width: 72; max-width: 100%; height: auto; max-height: 95%;
-        border: round $accent; background: $surface; padding: 0 1; }
-    OptionsScreen .title { text-style: bold; content-align: center middle; width: 100%; }
-    OptionsScreen Grid { grid-size: 2; grid-columns: 14 1fr; grid-rows: auto; grid-gutter: 1 0;
-        height: auto; margin: 1 0 0 0; }
-    OptionsScreen Label { color: $text-muted; }
-    OptionsScreen #draft-label { height: 2; content-align: left bottom; }
-    OptionsScreen .system-label { margin: 1 0 0 0; }
-    OptionsScreen #system { height: 4; background: $boost; }
-    OptionsScreen Input, OptionsScreen Select { background: $boost; }
-    OptionsScreen #error { color: $error; height: auto; }
-    OptionsScreen Horizontal { height: auto; margin: 1 0 0 0; align-horizontal: right; }
-    OptionsScreen Button { margin: 0 0 0 2; }
-    """
 
     def __init__(self, settings: ChatSettings):
         super().__init__()

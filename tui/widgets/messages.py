@@ -29,10 +29,6 @@ def spans_text(spans: list) -> Text:
 
 
 class UserMessage(Static):
-    DEFAULT_CSS = """
-    UserMessage { margin: 1 0 0 8; padding: 0 1; background: $boost; border-left: thick $accent; }
-    """
-
     def __init__(self, text: str):
         super().__init__(Text(text), markup=False)
         self.text = text
@@ -40,10 +36,6 @@ class UserMessage(Static):
 
 class Notice(Static):
     """Errors and info lines inside the chat log (never a traceback)."""
-    DEFAULT_CSS = """
-    Notice { margin: 1 0 0 0; padding: 0 1; color: $text-muted; }
-    Notice.-error { color: $error; border-left: thick $error; }
-    """
 
     def __init__(self, text: str, error: bool = False):
         super().__init__(Text(text), markup=False, classes="-error" if error else "")
@@ -53,12 +45,6 @@ class Notice(Static):
 class AssistantMessage(Vertical):
     """Rendered as Markdown, or as coloured tokens when the draft view is on (CSS class
     on the app). Both views are kept current so toggling is instant."""
-    DEFAULT_CSS = """
-    AssistantMessage { height: auto; margin: 1 8 0 0; border-left: thick $success; padding: 0 0 0 1; }
-    AssistantMessage > Markdown { margin: 0; padding: 0; }
-    AssistantMessage > .tokens { display: none; }
-    AssistantMessage > .footer { color: $text-muted; }
-    """
 
     def __init__(self, content: str = "", spans: Optional[list] = None, footer: str = ""):
         super().__init__()
