@@ -149,6 +149,7 @@ def fake(packages, folder):
 
 P.download_wheels = fake
 print("start", flush=True)
-P.pull(sys.argv[1], force="--force" in sys.argv, dtype=(sys.argv[2] if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else None))
+kw = {"dtype": sys.argv[2]} if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else {}
+P.pull(sys.argv[1], force="--force" in sys.argv, **kw)
 print("done", flush=True)
 """

@@ -126,13 +126,12 @@ def test_head_files_survive_a_failed_write(tmp_path, monkeypatch):
     assert temps(path.parent) == []  # the old writer left `.h.json.tmpPID` behind
 
 
-def test_head_text_writer_removes_its_temp_when_the_write_itself_fails(tmp_path, monkeypatch):
+def test_head_text_writer_removes_its_temp_when_the_rename_fails(tmp_path, monkeypatch):
     from mlxspec.head.io import atomic_write_text as head_write_text
 
     p = tmp_path / "h.json"
     head_write_text(p, "old")
-    monkeypatch.setattr(Path, "write_text", _boom)
-    monkeypatch.setattr(Path, "write_bytes", _boom)
+    monkeypatch.setattr(os, "replace", _boom)
     with pytest.raises(OSError):
         head_write_text(p, "new")
     monkeypatch.undo()
@@ -192,7 +191,7 @@ def test_bench_writer_survives_a_failed_write(tmp_path, monkeypatch):
 
     p = tmp_path / "bench.json"
     _atomic_write(str(p), '{"old": 1}')
-    monkeypatch.setattr(Path, "write_bytes", _boom)
+    monkeypatch.setattr(os, "replace", _boom)
     with pytest.raises(OSError):
         _atomic_write(str(p), '{"new": 2}')
     monkeypatch.undo()
@@ -311,17 +310,18 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path):
             real(a, b)
         os.replace = counting
         s = TrainSettings(exit_layer=2, vocab=20, steps=4, batch=2, seq_len=16, lr=1e-3, warmup=1,
-                          corpus=[{str(corpus)!r}], eval_windows=4, corpus_tokens=4000)
+                          corpus=[{str(corpus)!r}], eval_windows=4, corpus_tokens=600)
         train(tiny_model(64, layers=4, hidden=32, seed=10), CharTokenizer(64, eos=63), Path("m"), s,
               progress=False, ckpt_every=1)
     """
     code = KILL_AT_RENAME.format(tests=str(REPO / "tests")) + textwrap.dedent(child)
     settings = TrainSettings(exit_layer=2, vocab=20, steps=4, batch=2, seq_len=16, lr=1e-3, warmup=1,
-                             corpus=[str(corpus)], eval_windows=4, corpus_tokens=4000)
+                             corpus=[str(corpus)], eval_windows=4, corpus_tokens=600)
     model, tok = tiny_model(64, layers=4, hidden=32, seed=10), CharTokenizer(64, eos=63)
     ref = read_head(train(model, tok, tmp_path / "ref", settings, progress=False).path).weights
-    # renames: 1 tokens.npy, then per step head, optimizer, state.json (2-4, 5-7, ...)
-    for n in (3, 6):
+    # renames: 1 tokens.npy, then per step head, optimizer, state.json (2-4, 5-7, 8-10; 600
+    # corpus tokens keep the teacher phase short enough to write no checkpoint of its own)
+    for n in (3, 6, 8):
         work = tmp_path / f"run{n}"
         work.mkdir()
         p = subprocess.run([sys.executable, "-c", code, str(n)], cwd=work, capture_output=True, text=True,
@@ -330,7 +330,8 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_previous_one(tmp_path):
         ckpt = work / "m" / "heads" / ".ckpt-default"
         state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else None
         if state is not None:  # the checkpoint it names is whole
-            assert (ckpt / state["head_file"]).is_file() and (ckpt / state["opt_file"]).is_file()
+            assert (ckpt / state.get("head_file", "head.safetensors")).is_file()
+            assert (ckpt / state.get("opt_file", "opt.safetensors")).is_file()
         res = train(model, tok, work / "m", settings, progress=False)
         assert res is not None and res.steps == 4 and res.path.is_file()
         assert sorted(os.listdir(work / "m" / "heads")) == ["default.json", "default.safetensors"]
