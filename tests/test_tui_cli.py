@@ -46,6 +46,8 @@ def test_flags_become_settings(store, captured):
     (["--top-p", "0"], "top-p"),
     (["-n", "0"], "max tokens"),
     (["--resume", "nope"], "no saved conversation 'nope'"),
+    (["--temp", "nan"], "temperature must be a finite number"),  # passed validate() before
+    (["-m", "a\nb"], "model contains a control character"),
 ])
 def test_bad_flags_are_one_line(store, captured, args, message):
     r = run(*args)

@@ -5,7 +5,7 @@ import time
 
 import click
 
-from mlxspec.cli.common import model_options
+from mlxspec.cli.common import check_name, check_sampling, model_options
 from mlxspec.errors import InvalidParameterError
 
 
@@ -41,6 +41,9 @@ def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, l
         click.echo(str(path))
         return
 
+    check_name(model, "model")
+    check_name(draft, "draft")
+    check_sampling(max_tokens, temp, top_p, 0, None, None, None)  # NaN / inf too
     settings = ChatSettings(model=model, draft=draft, temp=temp, top_p=top_p,
                             max_tokens=max_tokens, system=system, show_draft=show_draft)
     problem = settings.validate()
