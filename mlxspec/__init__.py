@@ -11,7 +11,7 @@ from mlxspec.system.blas import load_openblas as _load_openblas  # noqa: E402
 
 _load_openblas()  # must run before the first `import mlx.core`
 
-__all__ = ["load", "generate", "stream_generate", "GenerationResponse"]
+__all__ = ["load", "generate", "stream_generate", "stream_chat", "GenerationResponse", "SamplingParams", "SpecStats"]
 __version__ = "0.1.0"
 
 

@@ -1,34 +1,46 @@
-"""The generation engine: plain and speculative decoding over one target model.
+"""The generation engine: plain and speculative decoding over one target model, as a
+stream of token events (response.py turns them into text and stats).
 
-Token flow (S = every token so far; the target cache holds S[:-1], S[-1] is pending):
-  round:  draft = drafter.propose(k)          guesses that continue S
-          logits = target.forward([S[-1]] + draft)
-          n, nxt = verify(logits, draft)      n drafts kept, nxt from the target
-          target.trim(len(draft) - n); drafter.commit_path(draft[:n], nxt); S += draft[:n] + [nxt]
-  plain:  logits = target.forward([S[-1]]); nxt = pick(logits); drafter.extend([nxt])
+One round loop (S = every token so far; the target's cache holds S[:-1]):
+    k = governor.plan()                      depth cap of the draft; 0: a plain step
+    tree = drafter.propose(k)                a chain is the tree with parents -1, 0, 1, ...
+    logits = runner.verify(S[-1], tree)      one batched forward over every node
+    path, nxt = verify(logits, tree, S)      greedy, or exact rejection sampling
+    runner.keep(tree, path); drafter.accept(kept, nxt); S += kept + [nxt]
 The KV cache survives between calls: a new call reuses the longest common prefix.
 """
 from __future__ import annotations
 
 import time
-from typing import Iterator, Optional, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np
 
+from mlxspec import costs
 from mlxspec.drafters.base import Drafter
-from mlxspec.tree import depths, within_depth
-from mlxspec.errors import InvalidParameterError
+from mlxspec.errors import InvalidParameterError, ModelLoadError
 from mlxspec.governor import Governor
 from mlxspec.prompting import encode_chat
-from mlxspec.response import GenerationResponse, SpecStats
-from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
 from mlxspec.runtime.target import TargetRunner
-from mlxspec.text import StopMatcher
-from mlxspec.verify import verify_greedy, verify_sampling, verify_tree_greedy
+from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
+from mlxspec.tree import DraftTree
+from mlxspec.verify import verify
 
 DEFAULT_NUM_DRAFT = 4
 MAX_TOKENS_LIMIT = 1_000_000
+MAX_NUM_DRAFT = 64
+
+
+@dataclass
+class TokenEvent:
+    token: int
+    from_draft: bool  # a drafted token the target kept
+    round: int  # index of the verification round that emitted it; -1: a plain step
+    drafted: int = 0  # on a round's first token: the nodes the round verified
+    last: bool = False  # the call's last token (its max tokens or the context's end)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -39,6 +51,14 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def _format_key(model) -> str:
+    """Backend and weight format: what the cost of a forward depends on."""
+    layer = model.layers[0] if hasattr(model, "layers") else None
+    proj = getattr(getattr(layer, "self_attn", None), "q_proj", None)
+    fmt = f"q{proj.bits}" if hasattr(proj, "bits") else str(getattr(getattr(proj, "weight", None), "dtype", "?"))
+    return f"{mx.default_device()}|{fmt}"
+
+
 class Engine:
     def __init__(
         self,
@@ -46,24 +66,32 @@ class Engine:
         tokenizer,
         drafter: Optional[Drafter] = None,
         model_name: str = "model",
-        draft_name: str = "none",
+        draft_name: Optional[str] = None,
         max_context: Optional[int] = None,
         num_draft: int = DEFAULT_NUM_DRAFT,
         adaptive: bool = True,
+        cost_path: Optional[Path] = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.drafter = drafter
         self.model_name = model_name
-        self.draft_name = draft_name if drafter is not None else "none"
+        self.draft_name = (draft_name or drafter.name) if drafter is not None else "none"
         self.max_context = max_context
         self.num_draft = num_draft
         self.adaptive = adaptive
+        self.cost_path = cost_path
+        self.cost: Optional[costs.CostModel] = None
         self.plain_step_s: Optional[float] = None  # measured this session
         self._governors: dict[tuple, Governor] = {}
-        self._runner: Optional[TargetRunner] = None
-        self._cached: list[int] = []  # tokens whose KV the target cache holds
-        self._drafter_ready = False
+        self.runner = self._new_runner()
+        self._cached: list[int] = []  # tokens whose KV the runner's cache holds
+        self.method = "plain"  # what the current reply uses
+        self.prefill_stats = (0, 0.0)  # (tokens, seconds) of the current reply's prefill
+        self.governor: Optional[Governor] = None
+
+    def _new_runner(self) -> TargetRunner:
+        return self.drafter.make_runner(self.model) if self.drafter else TargetRunner(self.model)
 
     # -- prompts -------------------------------------------------------------------
     @property
@@ -74,150 +102,153 @@ class Engine:
         return encode_chat(self.tokenizer, messages)
 
     def encode_prompt(self, text: str, chat_template: bool = True) -> list[int]:
-        if not text or not text.strip():
+        if not isinstance(text, str) or not text.strip():
             raise InvalidParameterError("the prompt is empty")
         if chat_template and getattr(self.tokenizer, "has_chat_template", False):
             return self.encode_chat([{"role": "user", "content": text}])
         return list(self.tokenizer.encode(text))
 
-    # -- state -----------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget the cached conversation (next call prefills from scratch)."""
-        self._runner = None
+        """Forget the cached conversation (the next call prefills from scratch)."""
+        self.runner = self._new_runner()
         self._cached = []
-        self._drafter_ready = False
 
-    def _runner_for(self, use_drafter: bool) -> TargetRunner:
-        if self._runner is None:
-            self._runner = (
-                self.drafter.make_target_runner(self.model) if use_drafter else TargetRunner(self.model)
-            )
-            self._cached = []
-        return self._runner
+    @property
+    def speculation_paused(self) -> bool:
+        return self.governor is not None and self.method != "plain" and self.governor.paused
 
-    def _prefill(self, runner: TargetRunner, prompt: list[int]) -> mx.array:
-        keep = min(_common_prefix(self._cached, prompt), len(prompt) - 1)
-        runner.trim(runner.length - keep)
-        self._cached = prompt[:keep]
-        logits = runner.prefill(prompt[keep:])
-        self._cached = list(prompt)
-        return logits
-
-    def _check(self, prompt: list[int], max_tokens: int) -> None:
+    # -- checks ----------------------------------------------------------------------
+    def _checked(self, prompt, params, max_tokens, num_draft) -> tuple[list[int], SamplingParams, int]:
+        """Every parameter of a call, validated once, here."""
+        if not isinstance(params, SamplingParams):
+            raise InvalidParameterError("sampling parameters must be a SamplingParams")
+        params = params.validated()
+        try:
+            prompt = [int(t) for t in prompt]
+        except (TypeError, ValueError):
+            raise InvalidParameterError("the prompt must be token ids") from None
         if not prompt:
             raise InvalidParameterError("the prompt is empty")
-        if not isinstance(max_tokens, int) or max_tokens <= 0:
+        vocab = getattr(getattr(self.model, "args", None), "vocab_size", None)
+        if vocab and not all(0 <= t < vocab for t in prompt):
+            raise InvalidParameterError(f"the prompt has token ids outside the vocabulary (0..{vocab - 1})")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise InvalidParameterError(f"max tokens must be a positive integer, got {max_tokens}")
         if max_tokens > MAX_TOKENS_LIMIT:
             raise InvalidParameterError(f"max tokens {max_tokens} is absurd (limit {MAX_TOKENS_LIMIT})")
         if self.max_context and len(prompt) >= self.max_context:
             raise InvalidParameterError(
-                f"the prompt has {len(prompt)} tokens; the model's context is {self.max_context}"
-            )
+                f"the prompt has {len(prompt)} tokens; the model's context is {self.max_context}")
+        k = self.num_draft if num_draft is None else num_draft
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_NUM_DRAFT:
+            raise InvalidParameterError(f"num-draft must be in 0..{MAX_NUM_DRAFT}, got {k}")
+        return prompt, params, k
 
     # -- generation ------------------------------------------------------------------
-    def stream(
-        self,
-        prompt: list[int],
-        params: SamplingParams = SamplingParams(),
-        max_tokens: int = 256,
-        seed: Optional[int] = None,
-        num_draft: Optional[int] = None,
-        stop: Sequence[str] = (),
-        speculative: bool = True,
-    ) -> Iterator[GenerationResponse]:
-        prompt = [int(t) for t in prompt]
-        params = params.validated()
-        self._check(prompt, max_tokens)
-        k0 = self.num_draft if num_draft is None else num_draft
-        if k0 < 0 or k0 > 64:
-            raise InvalidParameterError(f"num-draft must be in 0..64, got {k0}")
+    def stream(self, prompt, params: SamplingParams = SamplingParams(), max_tokens: int = 256,
+               seed: Optional[int] = None, num_draft: Optional[int] = None, stop: Sequence[str] = (),
+               speculative: bool = True, on_prefill: Optional[Callable[[int, int], None]] = None):
+        """GenerationResponses (text, stats) for the token events of tokens()."""
+        from mlxspec.response import responses
+
+        events = self.tokens(prompt, params, max_tokens, seed, num_draft, speculative, on_prefill)
+        return responses(self, events, stop)
+
+    def tokens(self, prompt, params: SamplingParams = SamplingParams(), max_tokens: int = 256,
+               seed: Optional[int] = None, num_draft: Optional[int] = None, speculative: bool = True,
+               on_prefill: Optional[Callable[[int, int], None]] = None) -> Iterator[TokenEvent]:
+        """Token events of one reply, at most max_tokens (fewer at the context's end)."""
+        prompt, params, k0 = self._checked(prompt, params, max_tokens, num_draft)
+        return self._tokens(prompt, params, max_tokens, seed, k0, speculative, on_prefill)
+
+    def _tokens(self, prompt, params, max_tokens, seed, k0, speculative, on_prefill):
         use_drafter = speculative and self.drafter is not None and k0 > 0
+        self.method = self.draft_name if use_drafter else "plain"
         if self.max_context:
             max_tokens = min(max_tokens, self.max_context - len(prompt))
         rng = np.random.default_rng(seed)
-        stats = SpecStats(method=self.draft_name if use_drafter else "plain")
-        gov = self._governor_for(k0, params.greedy)
-        gov.new_call()
-        eos = set(getattr(self.tokenizer, "eos_token_ids", ()) or ())
-        detok = self.tokenizer.detokenizer
-        detok.reset()
-        stops = StopMatcher(stop)
-
-        if self._runner is not None and use_drafter != self._drafter_ready:
-            self.reset()  # the drafter may own the runner; switch cleanly
-        runner = self._runner_for(use_drafter)
-        self._runner = None  # marked dirty until this call leaves a consistent state
         mx.reset_peak_memory()
-        t_start = time.perf_counter()
-        logits = self._prefill(runner, prompt)
+        t0 = time.perf_counter()
+        logits = self._prefill(prompt, on_prefill)
+        if not np.isfinite(logits).all():
+            raise ModelLoadError(
+                f"model '{self.model_name}' gave non-finite logits (NaN or inf): its weights are damaged; "
+                f"reinstall it (mlxspec models pull {self.model_name} --force)")
         seq = list(prompt)
-        nxt = self._pick(np.array(logits)[None], seq, params, rng)
-        if use_drafter:
-            self.drafter.reset(prompt, runner)
-            self.drafter.extend([nxt])
-        self._drafter_ready = use_drafter
-        t_gen = time.perf_counter()
-        prompt_tps = len(prompt) / max(t_gen - t_start, 1e-9)
+        nxt = self._pick(logits[None], seq, params, rng)
         seq.append(nxt)
-        self._runner = runner
-        pending: list[tuple[int, bool]] = [(nxt, False)]
-        produced = 0
-
-        def respond(token, from_draft, text, finish):
-            elapsed = max(time.perf_counter() - t_gen, 1e-9)
-            stats.draft_vocab = self.drafter.vocab_size_in_use if use_drafter else None
-            stats.fallback = use_drafter and gov.paused
-            return GenerationResponse(
-                text=text,
-                token=token,
-                from_draft=from_draft,
-                prompt_tokens=len(prompt),
-                prompt_tps=prompt_tps,
-                generation_tokens=produced,
-                generation_tps=produced / elapsed,
-                peak_memory=mx.get_peak_memory() / 1e9,
-                stats=stats,
-                finish_reason=finish,
-            )
-
-        while True:
-            for token, from_draft in pending:
-                produced += 1
-                if token in eos:
-                    yield respond(token, from_draft, stops.flush(detok), "stop")
-                    return
-                detok.add_token(token)
-                text, hit = stops.feed(detok.last_segment)
-                if hit:
-                    yield respond(token, from_draft, text, "stop")
-                    return
-                if produced >= max_tokens:
-                    yield respond(token, from_draft, text + stops.flush(detok), "length")
-                    return
-                yield respond(token, from_draft, text, None)
+        gov = self._governor_for(k0, params.greedy) if use_drafter else None
+        self.governor = gov
+        if use_drafter:
+            self._ensure_costs(gov, nxt)
+            self.drafter.reset(list(seq), self.runner)
+        self.prefill_stats = (len(prompt), time.perf_counter() - t0)
+        yield TokenEvent(nxt, False, -1, last=max_tokens == 1)
+        produced, rounds = 1, 0
+        while produced < max_tokens:
             room = max_tokens - produced
             if self.max_context:
-                room = min(room, self.max_context - len(seq) - 1)
-            self._runner = None
-            if use_drafter and gov.use_speculation() and room > 1:
-                pending = self._round(runner, seq, params, rng, gov, stats, min(gov.k, room - 1), room - 1)
-            else:
-                pending = self._plain_step(runner, seq, params, rng, gov, stats, use_drafter)
-            self._runner = runner
+                room = min(room, self.max_context - len(seq))
+            try:
+                k = gov.plan() if gov is not None and room > 1 else 0
+                tree, t_draft = self._draft(k, room, seq, params, rng) if k else (None, 0.0)
+                if tree is not None and (not gov.worth_verifying(len(tree), tree.depth)):
+                    tree = None
+                if tree is None:
+                    out = self._plain_step(seq, params, rng, gov)
+                else:
+                    out = self._round(seq, params, rng, gov, tree, t_draft)
+            except BaseException:
+                self.reset()  # a half-done step: the caches no longer describe seq
+                raise
             self._cached = seq[:-1]
-            self.plain_step_s = gov.plain_step_s
+            for i, tok in enumerate(out):
+                r = -1 if tree is None else rounds
+                yield TokenEvent(tok, tree is not None and i < len(out) - 1, r,
+                                 len(tree) if tree is not None and i == 0 else 0,
+                                 last=produced + i + 1 >= max_tokens)
+            rounds += tree is not None
+            produced += len(out)
+
+    def _prefill(self, prompt: list[int], on_prefill) -> np.ndarray:
+        keep = min(_common_prefix(self._cached, prompt), len(prompt) - 1)
+        self.runner.trim(self.runner.length - keep)
+        self._cached = prompt[:keep]
+        try:
+            logits = self.runner.prefill(prompt[keep:], progress=on_prefill)
+        except BaseException:
+            self.reset()
+            raise
+        self._cached = list(prompt)
+        return np.array(logits)
+
+    def _ensure_costs(self, gov: Governor, token: int) -> None:
+        """The cost model of this target here: cached, or measured once now."""
+        if not self.adaptive:
+            return
+        if self.cost is None:
+            key = _format_key(self.model)
+            mem_key = f"{id(self.model)}|{key}"
+            self.cost = costs.cached(mem_key, None) or costs.cached(key, self.cost_path)
+            if self.cost is None:
+                self.cost, one = costs.measure(self.runner, token)
+                self.plain_step_s = self.plain_step_s or one
+                costs.remember(key, self.cost, self.cost_path)
+            costs.remember(mem_key, self.cost, None)
+        gov.cost = self.cost
+        if gov.plain_step_s is None and self.plain_step_s:
+            gov.record_plain(self.plain_step_s)
+        gov._resize()
 
     def _governor_for(self, k0: int, greedy: bool) -> Governor:
         """One governor per draft length and decoding mode, kept across calls, so what it
-        learnt (draft length, whether speculation pays here) carries to the next turn."""
+        learnt (acceptance, costs, whether speculation pays here) carries to the next turn."""
         gov = self._governors.get((k0, greedy))
         if gov is None:
-            gov = self._governors[(k0, greedy)] = Governor(
-                k0, 2 * k0 + 2, self.plain_step_s, adaptive=self.adaptive,
-                shrink=not (self.drafter is not None and self.drafter.sizes_own_drafts))
-        elif self.plain_step_s is not None:
-            gov.plain_step_s = self.plain_step_s
+            max_k = 2 * k0 + 2 if self.adaptive else k0
+            gov = self._governors[(k0, greedy)] = Governor(max_k, self.cost, self.plain_step_s,
+                                                           adaptive=self.adaptive)
+        gov.new_call()
         return gov
 
     def _pick(self, logits: np.ndarray, context: list[int], params, rng) -> int:
@@ -225,57 +256,51 @@ class Engine:
             return greedy_token(logits[-1], context, params)
         return sample(probs_from_logits(logits[-1], context, params), rng)
 
-    def _plain_step(self, runner, seq, params, rng, gov, stats, use_drafter):
+    def _draft(self, k, room, seq, params, rng) -> tuple[Optional[DraftTree], float]:
+        """The drafter's tree, cut to what this call may still emit and what the
+        context still holds; None when it proposed nothing."""
         t0 = time.perf_counter()
-        logits = np.array(runner.forward([seq[-1]]))
+        tree = self.drafter.propose(min(k, room - 1), params, rng)
+        t_draft = time.perf_counter() - t0
+        if not self.runner.supports_tree and not tree.is_chain:
+            tree = _first_chain(tree)
+        slots = self.max_context - len(seq) if self.max_context else len(tree)
+        tree = tree.cut(room - 1, slots)
+        return (tree if len(tree) else None), t_draft
+
+    def _plain_step(self, seq, params, rng, gov) -> list[int]:
+        t0 = time.perf_counter()
+        logits = np.array(self.runner.forward([seq[-1]]))
         nxt = self._pick(logits, seq, params, rng)
-        gov.record_plain(time.perf_counter() - t0)
-        stats.plain_steps += 1
-        seq.append(nxt)
-        if use_drafter:
+        dt = time.perf_counter() - t0
+        if gov is not None:
+            gov.record_plain(dt)
+            self.plain_step_s = gov.plain_step_s
             self.drafter.extend([nxt])
-        return [(nxt, False)]
+        seq.append(nxt)
+        return [nxt]
 
-    def _round(self, runner, seq, params, rng, gov, stats, k, room):
+    def _round(self, seq, params, rng, gov, tree: DraftTree, t_draft: float) -> list[int]:
         t0 = time.perf_counter()
-        draft = self.drafter.propose(k, params, rng)
-        # A drafter keeps its own chain within k; copied branches may run longer, but
-        # never past what this call may still produce.
-        own = len(draft.tokens) if draft.own is None else draft.own
-        drafts, parents, own = within_depth(list(draft.tokens), draft.parents, room, own)
-        if not drafts:  # the drafter declined: plain step, drafter still informed
-            return self._plain_step(runner, seq, params, rng, gov, stats, True)
-        if parents is not None:
-            return self._tree_round(runner, seq, params, gov, stats, drafts, parents, own, t0)
-        logits = np.array(runner.forward([seq[-1]] + drafts))
-        if params.greedy:
-            n, nxt = verify_greedy(logits, drafts, seq, params)
-        else:
-            n, nxt = verify_sampling(logits, drafts, draft.probs, seq, params, rng)
-        runner.trim(len(drafts) - n)
-        gov.record_round(time.perf_counter() - t0, own, min(n, own), produced=n + 1)
-        return self._keep(seq, stats, len(drafts), drafts[:n], nxt)
-
-    def _tree_round(self, runner, seq, params, gov, stats, nodes, parents, own, t0):
-        """Greedy verification of a draft tree in one target forward."""
-        logits = np.array(runner.forward_tree([seq[-1]] + nodes, parents))
-        path, nxt = verify_tree_greedy(logits, nodes, parents, seq, params)
-        runner.accept_tree([0] + [i + 1 for i in path])
-        # The governor sizes the drafter's own guesses (nodes[:own]) by how deep they went
-        # and how deep the kept path reached, whichever branch it followed (as in a chain
-        # extended by copied tokens): a path as deep as the guesses asks for deeper ones.
-        # It judges the rate on every token emitted.
-        depth = max(depths(parents[:own]), default=0)
-        gov.record_round(time.perf_counter() - t0, depth, min(len(path), depth), produced=len(path) + 1)
-        return self._keep(seq, stats, len(nodes), [nodes[i] for i in path], nxt)
-
-    def _keep(self, seq, stats, drafted: int, kept: list[int], nxt: int):
-        """After a verified round: the drafter, the stats and the sequence take the kept
-        drafts and the target's next token; they are what the caller emits next."""
-        self.drafter.commit_path(kept, nxt)
-        stats.rounds += 1
-        stats.drafted += drafted
-        stats.accepted += len(kept)
+        logits = np.array(self.runner.verify(seq[-1], tree))
+        path, nxt = verify(logits, tree, seq, params, rng)
+        self.runner.keep(tree, path)
+        kept = [tree.tokens[i] for i in path]
+        self.drafter.accept(kept, nxt)
+        gov.record_round(time.perf_counter() - t0 + t_draft, tree.depth, len(path), len(path) + 1,
+                         t_draft, tree.guessed)
         seq.extend(kept)
         seq.append(nxt)
-        return [(t, True) for t in kept] + [(nxt, False)]
+        return kept + [nxt]
+
+
+def _first_chain(tree: DraftTree) -> DraftTree:
+    """The chain that follows each node's first child (for runners without trees)."""
+    keep, at = [], -1
+    while True:
+        nxt = next((i for i, p in enumerate(tree.parents) if p == at), None)
+        if nxt is None:
+            break
+        keep.append(nxt)
+        at = nxt
+    return DraftTree.chain([tree.tokens[i] for i in keep], [tree.q[i] for i in keep], min(tree.guessed, len(keep)))

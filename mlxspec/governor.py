@@ -1,78 +1,124 @@
-"""Adaptive draft length and the fall-back to plain decoding.
+"""When to speculate and how far: one rule for every drafter, from measured costs.
 
-Draft length grows after a fully accepted round and shrinks after an early rejection
-(unless the drafter sizes its drafts itself: then the length is only a cap).
-Speculation pays only if tokens per second over rounds (every token a round emits,
-copied and retrieved ones included) beats a plain single-token forward; both are
-measured as they happen, and when speculation loses it is paused for a while (longer
-each time it keeps losing), then probed again.
+The cost model is the time of one target forward of n tokens relative to one token,
+measured on the machine it runs on (costs.py). With a per-position acceptance estimate
+a (how often a drafted position survives verification, measured round by round and
+forgetting old rounds) a draft of depth k is expected to emit E(k) = 1 + a + ... + a^k
+tokens for c(k + 1) target steps plus k draft steps of measured cost d. The next draft
+gets the depth that maximises E(k) / (c(k + 1) + k d); when even that does not beat a
+plain step, the next step is plain. Where n tokens cost n times one (quantized matmuls
+on a CPU) no draft can win and speculation never starts.
+
+A drafter that stops early by its own confidence drafts only positions likely to be
+kept, so its measured a is higher and its depth cap longer: no special case.
+
+Behind the model, a measured check: over its last rounds speculation must keep up with
+a plain step (every token a round emitted counted); when it does not it is paused for a
+while (longer each time it keeps losing), then probed again. While speculation is not
+used the acceptance estimate relaxes towards its prior, so a changed text is probed.
 """
 from __future__ import annotations
 
 from collections import deque
 from typing import Optional
 
-_MIN_ROUNDS = 6  # rounds measured before judging
+from mlxspec.costs import CostModel
+
+_MIN_ROUNDS = 6  # rounds measured before judging the measured rate
 _WINDOW = 8  # judged on the totals of the last rounds (>= _MIN_ROUNDS): one bad round is not a trend
-_MARGIN = 0.95  # speculation must reach this fraction of the plain rate
+_MARGIN = 0.97  # speculation must reach this fraction of the plain rate
 _PAUSE_MIN, _PAUSE_MAX = 16, 256
-_CALIBRATION_STEPS = 2
+_PRIOR_ACCEPT, _PRIOR_WEIGHT = 0.7, 2.0  # optimistic enough to try a new drafter
+_FORGET_ROUND = 0.85  # weight of the past per verified round
+_FORGET_PLAIN = 0.97  # ... per plain step (drifts back to the prior: a probe)
+_DRAFT_COST_PRIOR = 0.05  # draft step / target step, until measured
 
 
 class Governor:
-    def __init__(self, num_draft: int, max_draft: int, plain_step_s: Optional[float] = None, adaptive: bool = True,
-                 shrink: bool = True):
-        self.k = max(1, num_draft)
-        self.max_k = max(self.k, max_draft)
+    def __init__(self, max_draft: int, cost: Optional[CostModel] = None, plain_step_s: Optional[float] = None,
+                 adaptive: bool = True):
+        self.max_k = max(1, int(max_draft))
+        self.cost = cost or CostModel.default()
         self.adaptive = adaptive
-        self.shrink = shrink  # False: the draft length only grows (a drafter that sizes its own drafts)
-        self.plain_step_s = plain_step_s  # typical recent single-token target forward
+        self.plain_step_s = plain_step_s or None  # typical recent single-token target forward
         self._plain_recent: deque = deque([plain_step_s] if plain_step_s else [], maxlen=_WINDOW)
-        # (seconds, tokens) of the rounds since the last judgement that paused (up to _WINDOW)
-        self._recent: deque = deque(maxlen=_WINDOW)
+        self._kept = 0.0  # decayed counts of drafted positions kept / first rejections
+        self._missed = 0.0
+        self.draft_cost = _DRAFT_COST_PRIOR
+        self._recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) of recent rounds
         self._pause_left = 0
         self._pause_len = _PAUSE_MIN
-        # A timing carried over from an earlier call counts as calibrated.
-        self._plain_samples = _CALIBRATION_STEPS if plain_step_s is not None else 0
+        self.k = self._best_depth()[0] if adaptive else self.max_k
 
     def new_call(self) -> None:
-        """A new reply starts: what it learnt (draft length, how long a losing streak
-        pauses) carries over, a pause left over from the last reply does not. That
-        pause judged another text; a new prompt is judged on its own rounds."""
+        """A new reply starts: what was learnt (acceptance, costs, how long a losing
+        streak pauses) carries over; a pause left from the last reply does not, as it
+        judged another text."""
         self._pause_left = 0
         self._recent.clear()
 
+    # -- the model -------------------------------------------------------------------
+    @property
+    def acceptance(self) -> float:
+        a = _PRIOR_ACCEPT * _PRIOR_WEIGHT + self._kept
+        return a / (_PRIOR_WEIGHT + self._kept + self._missed)
+
+    def expected_tokens(self, depth: int) -> float:
+        a = self.acceptance
+        return sum(a ** i for i in range(depth + 1))
+
+    def _best_depth(self) -> tuple[int, float]:
+        """(depth, expected speed-up over plain) of the best draft depth."""
+        best, gain = 0, 1.0
+        for k in range(1, self.max_k + 1):
+            g = self.expected_tokens(k) / (self.cost.ratio(k + 1) + k * self.draft_cost)
+            if g > gain:
+                best, gain = k, g
+        return best, gain
+
+    def worth_verifying(self, nodes: int, depth: int) -> bool:
+        """Whether a draft already made (its drafting cost spent) is expected to beat a
+        plain step: free drafts (copied tokens) are judged here."""
+        if not self.adaptive:
+            return nodes > 0
+        return nodes > 0 and self.expected_tokens(depth) > self.cost.ratio(nodes + 1)
+
     # -- measurements --------------------------------------------------------------
     def record_plain(self, seconds: float) -> None:
-        self._plain_samples += 1
         if self._pause_left > 0:
             self._pause_left -= 1
+        self._kept *= _FORGET_PLAIN
+        self._missed *= _FORGET_PLAIN
         self._plain_recent.append(seconds)
-        # The median of recent steps, as rounds are judged on their totals: one lucky
-        # fast step no longer makes every round look slow (a running minimum did). With
-        # fewer than 3 samples the first, cold step is left out by taking the minimum.
+        # The median of recent steps: one lucky fast step must not make every round look
+        # slow. With fewer than 3 samples the first, cold step is left out (minimum).
         recent = sorted(self._plain_recent)
         self.plain_step_s = recent[0] if len(recent) < 3 else recent[len(recent) // 2]
+        self._resize()
 
-    def record_round(self, seconds: float, drafted: int, accepted: int, produced: Optional[int] = None) -> None:
-        """A verified round: `drafted` and `accepted` count the drafter's own guesses
-        (they size the next draft); `produced` is every token the round emitted, tokens
-        kept from retrieved branches included (the rate is judged on it). Default: the
-        accepted guesses plus the target's token."""
-        self._recent.append((seconds, accepted + 1 if produced is None else produced))
-        if self.adaptive and drafted > 0:
-            if accepted == drafted and drafted >= self.k:
-                self.k = min(self.k + 1, self.max_k)
-            elif self.shrink and accepted < drafted // 2:
-                self.k = max(1, self.k - 1)
+    def record_round(self, seconds: float, depth: int, kept: int, emitted: int,
+                     draft_seconds: float = 0.0, guessed: int = 0) -> None:
+        """A verified round: a draft `depth` deep whose kept path is `kept` long emitted
+        `emitted` tokens in `seconds`, of which `draft_seconds` drafting `guessed`
+        tokens that cost a draft step."""
+        self._recent.append((seconds, emitted))
+        self._kept = self._kept * _FORGET_ROUND + kept
+        self._missed = self._missed * _FORGET_ROUND + (1.0 if kept < depth else 0.0)
+        if guessed > 0 and self.plain_step_s:
+            per = draft_seconds / guessed / self.plain_step_s
+            self.draft_cost = 0.7 * self.draft_cost + 0.3 * per
         self._judge()
+        self._resize()
+
+    def _resize(self) -> None:
+        if self.adaptive:
+            self.k = self._best_depth()[0]
 
     def _judge(self) -> None:
         if not self.adaptive or self.plain_step_s is None or len(self._recent) < _MIN_ROUNDS:
             return
         spec_rate = sum(t for _, t in self._recent) / max(sum(s for s, _ in self._recent), 1e-9)
-        plain_rate = 1.0 / self.plain_step_s
-        if spec_rate < _MARGIN * plain_rate:
+        if spec_rate < _MARGIN / self.plain_step_s:
             self._pause_left = self._pause_len
             self._pause_len = min(2 * self._pause_len, _PAUSE_MAX)
             self._recent.clear()
@@ -81,13 +127,13 @@ class Governor:
 
     # -- decisions -----------------------------------------------------------------
     @property
-    def needs_plain_sample(self) -> bool:
-        """Too few plain-step timings (the first forward after prefill runs cold)."""
-        return self.adaptive and (self.plain_step_s is None or self._plain_samples < _CALIBRATION_STEPS)
-
-    @property
     def paused(self) -> bool:
         return self._pause_left > 0
 
-    def use_speculation(self) -> bool:
-        return not (self.needs_plain_sample or self.paused)
+    def plan(self) -> int:
+        """Depth cap of the next draft; 0: take a plain step."""
+        if not self.adaptive:
+            return self.max_k
+        if self.plain_step_s is None or self.paused:
+            return 0
+        return self.k

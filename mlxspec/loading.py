@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from mlxspec.errors import HeadLoadError, MlxspecError, ModelLoadError, TokenizerMismatchError
+from mlxspec.errors import HeadLoadError, MlxspecError, ModelLoadError, TokenizerMismatchError, first_line
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 log = logging.getLogger("mlxspec")
@@ -42,8 +42,7 @@ def load_model(spec: Optional[str]) -> LoadedModel:
     except MlxspecError:
         raise
     except Exception as exc:  # mlx-lm raises many kinds for bad folders
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"could not load model '{spec}' from {path}: {first}") from None
+        raise ModelLoadError(f"could not load model '{spec}' from {path}: {first_line(exc)}") from None
     if mx.default_device() == mx.cpu:
         model.set_dtype(mx.float32)  # the CPU backend's fast dtype
     name = path.name if Path(spec).exists() else spec
@@ -71,7 +70,7 @@ def _suggested_draft(name: str) -> Optional[str]:
         return None
 
 
-def _head_drafter(target: LoadedModel, required: bool):
+def _head_drafter(target: LoadedModel, required: bool, **kwargs):
     from mlxspec.drafters import head
 
     if not head.find_heads(target.path):
@@ -81,7 +80,7 @@ def _head_drafter(target: LoadedModel, required: bool):
             )
         return None
     try:
-        return head.load_head_drafter(target.model, target.tokenizer, target.path)
+        return head.load_head_drafter(target.model, target.tokenizer, target.path, **kwargs)
     except HeadLoadError as exc:
         if required:
             raise
@@ -97,10 +96,41 @@ def _model_drafter(target: LoadedModel, spec: str):
     return ModelDrafter(draft.model, target.vocab_size, label=f"draft:{draft.name}")
 
 
+def _reply_store(target: LoadedModel):
+    """The model's reply store as a branch source, if it has a usable one."""
+    from mlxspec.drafters.reply_store import StoreDrafter, find_store, load_store
+
+    path = find_store(target.path)
+    if path is None:
+        return None
+    try:
+        return StoreDrafter(load_store(path, target.vocab_size))
+    except ValueError as exc:
+        log.warning("%s; drafting without it", exc)
+        return None
+
+
+def with_branches(target: LoadedModel, primary, lookup: bool = True, store: bool = True):
+    """`primary` (or nothing) with the free branch sources: copied tokens (lookup) and,
+    beside a head, the model's reply store (built from the target's own replies)."""
+    from mlxspec.drafters.compose import Composite
+    from mlxspec.drafters.lookup import LookupDrafter
+
+    branches = [LookupDrafter()] if lookup else []
+    if store and primary is not None and getattr(primary, "head", None) is not None:
+        st = _reply_store(target)
+        if st is not None:
+            branches.append(st)
+    if not branches:
+        return primary
+    if primary is None:
+        return Composite(None, branches, label="lookup")
+    return Composite(primary, branches, label=primary.name + "+" + "+".join(b.name for b in branches))
+
+
 def _auto_drafter(target: LoadedModel):
     """The fastest drafter we have measured for this target: its registry draft partner
-    when installed (on Qwen2.5-Coder-1.5B the 0.5B beats our trained head, see
-    docs/benchmarks.md), else a trained head, else none."""
+    when installed, else a trained head, else prompt lookup (no model, no training)."""
     partner = _suggested_draft(target.name)
     if partner:
         try:
@@ -110,18 +140,48 @@ def _auto_drafter(target: LoadedModel):
     return _head_drafter(target, required=False)
 
 
-def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", **engine_kwargs):
+def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True):
+    choice = (draft or "none").strip()
+    if choice == "none":
+        return None
+    if choice == "lookup":
+        return with_branches(target, None)
+    if choice == "auto":
+        primary = _auto_drafter(target)
+    elif choice == "head":
+        primary = _head_drafter(target, required=True)
+    else:
+        primary = _model_drafter(target, choice)
+    return with_branches(target, primary, lookup=lookup)
+
+
+def bench_variants(target: LoadedModel) -> dict:
+    """The trained head with each vocabulary mode, for `mlxspec bench`: the full LM head,
+    the static frequency-ranked core, and the dynamic core + context tail (the default),
+    plus the default without the reply store and without any branch (the head alone)."""
+    from mlxspec.drafters.reply_store import find_store
+
+    out = {}
+    try:
+        for mode in ("full", "static", "dynamic"):
+            out[f"head {mode}-vocab"] = with_branches(target, _head_drafter(target, True, vocab_mode=mode))
+        if find_store(target.path) is not None:
+            out["head dynamic-vocab, no reply store"] = with_branches(target, _head_drafter(target, True), store=False)
+        out["head dynamic-vocab, no copy or store"] = _head_drafter(target, True)
+    except HeadLoadError as exc:
+        log.warning("%s; skipping the head drafter in the benchmark", exc)
+        return {}
+    return out
+
+
+def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", lookup: bool = True,
+                **engine_kwargs):
     from mlxspec.engine import Engine
 
     target = load_model(model)
-    drafter = None
-    choice = (draft or "none").strip()
-    if choice == "auto":
-        drafter = _auto_drafter(target)
-    elif choice == "head":
-        drafter = _head_drafter(target, required=True)
-    elif choice != "none":
-        drafter = _model_drafter(target, choice)
+    if engine_kwargs.get("num_draft") == 0:
+        draft = "none"  # no drafts: load no drafter
+    drafter = build_drafter(target, draft, lookup=lookup)
     return Engine(
         target.model,
         target.tokenizer,
@@ -129,6 +189,6 @@ def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", **en
         model_name=target.name,
         draft_name=drafter.name if drafter else "none",
         max_context=target.max_context,
+        cost_path=target.path / ".mlxspec-costs.json",
         **engine_kwargs,
     )
-

@@ -1,16 +1,24 @@
-"""What the engine streams: one GenerationResponse per token, with running stats."""
+"""What a reply streams: one GenerationResponse per emitted token, with running stats.
+
+responses() is the layer between the engine's token events and text: detokenising,
+stop strings, end-of-sequence tokens, and statistics of exactly what was emitted (a
+drafted run cut by an end token counts only the tokens before the cut).
+"""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Iterator, Optional, Sequence
+
+from mlxspec.text import StopMatcher
 
 
 @dataclass
 class SpecStats:
     method: str = "plain"  # drafter name, or "plain"
-    rounds: int = 0  # verification forwards of the target
-    drafted: int = 0  # draft tokens proposed
-    accepted: int = 0  # draft tokens accepted
+    rounds: int = 0  # verification forwards of the target that emitted tokens
+    drafted: int = 0  # draft tokens verified in those rounds
+    accepted: int = 0  # drafted tokens emitted
     plain_steps: int = 0  # single-token target forwards (no drafts)
     draft_vocab: Optional[int] = None  # drafter's current vocabulary size (pruned heads)
     fallback: bool = False  # speculation currently paused because it was measured to lose
@@ -23,6 +31,10 @@ class SpecStats:
     def mean_accepted_length(self) -> float:
         """Tokens emitted per verification round (accepted drafts + the target's token)."""
         return (self.accepted + self.rounds) / self.rounds if self.rounds else 0.0
+
+    @property
+    def speculative(self) -> bool:
+        return self.rounds > 0
 
     def as_dict(self) -> dict:
         return {
@@ -50,3 +62,60 @@ class GenerationResponse:
     peak_memory: float  # GB
     stats: SpecStats = field(default_factory=SpecStats)
     finish_reason: Optional[str] = None  # "stop" (EOS / stop string), "length"
+
+
+def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[GenerationResponse]:
+    """GenerationResponses for an engine's token events (Engine.tokens)."""
+    import mlx.core as mx
+
+    tokenizer = engine.tokenizer
+    eos = set(getattr(tokenizer, "eos_token_ids", ()) or ())
+    detok = tokenizer.detokenizer
+    detok.reset()
+    stops = StopMatcher(stop)
+    stats = SpecStats()
+    events = iter(events)
+    produced, last_round = 0, -1
+    t_gen = prompt_tps = None
+    try:
+        for ev in events:
+            if t_gen is None:  # the first event comes after the prefill
+                n, secs = engine.prefill_stats
+                prompt_tps = n / max(secs, 1e-9)
+                t_gen = time.perf_counter()
+                stats.method = engine.method
+            produced += 1
+            if ev.round < 0:
+                stats.plain_steps += produced > 1  # the first token comes from the prefill
+            elif ev.round != last_round:
+                last_round = ev.round
+                stats.rounds += 1
+                stats.drafted += ev.drafted
+            stats.accepted += ev.from_draft
+            drafter = getattr(engine, "drafter", None)
+            stats.draft_vocab = drafter.vocab_size_in_use if drafter is not None and stats.method != "plain" else None
+            stats.fallback = engine.speculation_paused
+
+            def respond(text, finish=None):
+                elapsed = max(time.perf_counter() - t_gen, 1e-9)
+                return GenerationResponse(
+                    text=text, token=ev.token, from_draft=ev.from_draft, prompt_tokens=engine.prefill_stats[0],
+                    prompt_tps=prompt_tps, generation_tokens=produced, generation_tps=produced / elapsed,
+                    peak_memory=mx.get_peak_memory() / 1e9, stats=stats, finish_reason=finish)
+
+            if ev.token in eos:
+                yield respond(stops.flush(detok), "stop")
+                return
+            detok.add_token(ev.token)
+            text, hit = stops.feed(detok.last_segment)
+            if hit:
+                yield respond(text, "stop")
+                return
+            if ev.last:  # the engine's limit: max tokens or the context's end
+                yield respond(text + stops.flush(detok), "length")
+                return
+            yield respond(text, None)
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()

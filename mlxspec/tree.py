@@ -1,8 +1,75 @@
-"""Draft trees as flat lists: tokens[i] with parents[i] < i (-1: a child of the root,
-the last verified token)."""
+"""Draft trees. Every draft is a tree over flat lists: node i has token tokens[i] and
+parent parents[i] < i (-1: a child of the root, the last verified token). A chain is
+the tree whose parents are -1, 0, 1, ...
+
+Each node also says how it was proposed, for exact sampling: q[i] is the distribution
+its token was drawn from (a full-vocabulary float64 row), or None when the token is a
+deterministic function of the context (a greedy guess, a copied or retrieved token:
+a point mass). `guessed` counts the nodes that cost a draft step (the rest were free).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def chain_parents(n: int) -> list[int]:
+    return list(range(-1, n - 1))
+
+
+@dataclass
+class DraftTree:
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)
+    q: list[Optional[np.ndarray]] = field(default_factory=list)
+    guessed: int = 0
+
+    def __post_init__(self):
+        if not self.q:
+            self.q = [None] * len(self.tokens)
+        if not (len(self.tokens) == len(self.parents) == len(self.q)):
+            raise ValueError("a draft tree needs one parent and one q per token")
+
+    @classmethod
+    def chain(cls, tokens: Sequence[int], q: Optional[Sequence] = None, guessed: Optional[int] = None) -> "DraftTree":
+        tokens = [int(t) for t in tokens]
+        rows = list(q) if q is not None else [None] * len(tokens)
+        return cls(tokens, chain_parents(len(tokens)), rows, len(tokens) if guessed is None else guessed)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def is_chain(self) -> bool:
+        return self.parents == chain_parents(len(self.tokens))
+
+    @property
+    def depth(self) -> int:
+        return max(depths(self.parents), default=0)
+
+    def add_branch(self, branch: Sequence[int], max_new: int = 1 << 30) -> "DraftTree":
+        """The tree with a copied token sequence from the root merged in as a trie (a
+        prefix it shares with the tree adds no node); its new nodes are point masses."""
+        tokens, parents = add_branch(self.tokens, self.parents, [int(t) for t in branch], max_new)
+        return DraftTree(tokens, parents, self.q + [None] * (len(tokens) - len(self.tokens)), self.guessed)
+
+    def cut(self, max_depth: int, max_nodes: int) -> "DraftTree":
+        """Without nodes deeper than max_depth and past the first max_nodes that remain
+        (a node is kept only with its parent)."""
+        keep, index = [], {}
+        for i, d in enumerate(depths(self.parents)):
+            p = self.parents[i]
+            if d <= max_depth and (p < 0 or p in index) and len(keep) < max_nodes:
+                index[i] = len(keep)
+                keep.append(i)
+        if len(keep) == len(self.tokens):
+            return self
+        guessed = min(self.guessed, len(keep))
+        return DraftTree([self.tokens[i] for i in keep],
+                         [-1 if self.parents[i] < 0 else index[self.parents[i]] for i in keep],
+                         [self.q[i] for i in keep], guessed)
 
 
 def best_subtree(scores: list[float], parents: list[int], budget: int) -> list[int]:
@@ -18,7 +85,8 @@ def best_subtree(scores: list[float], parents: list[int], budget: int) -> list[i
 
 
 def children_of(tokens: Sequence[int], parents: Sequence[int]) -> dict[int, dict[int, int]]:
-    """parent index (-1: the root) -> {token: index of the first child with that token}."""
+    """parent index (-1: the root) -> {token: index of the first child with that token},
+    children in index order."""
     children: dict[int, dict[int, int]] = {}
     for i, (t, p) in enumerate(zip(tokens, parents)):
         children.setdefault(int(p), {}).setdefault(int(t), i)
@@ -26,7 +94,7 @@ def children_of(tokens: Sequence[int], parents: Sequence[int]) -> dict[int, dict
 
 
 def add_branch(tokens: list[int], parents: list[int], branch: list[int],
-                max_new: int = 1 << 30) -> tuple[list[int], list[int]]:
+               max_new: int = 1 << 30) -> tuple[list[int], list[int]]:
     """Insert a token sequence that starts at the root into a tree (a trie: a prefix it
     shares with the tree is not repeated), at most `max_new` new nodes of it. New nodes
     go after the existing ones."""
@@ -55,22 +123,10 @@ def depths(parents: Sequence[int]) -> list[int]:
     return depth
 
 
-def within_depth(tokens: list[int], parents, limit: int, own: int):
-    """The draft without tokens deeper than `limit` below the root (a chain: its first
-    `limit` tokens); a tree that is left a chain becomes one. Also returns how many of
-    the kept tokens are among the first `own`."""
-    if parents is None:
-        kept = tokens[: max(limit, 0)]
-        return kept, None, min(own, len(kept))
-    keep, new_index = [], {}
-    for i, d in enumerate(depths(parents)):
-        p = parents[i]
-        if d <= limit and (p < 0 or p in new_index):
-            new_index[i] = len(keep)
-            keep.append(i)
-    kept_parents = [-1 if parents[i] < 0 else new_index[parents[i]] for i in keep]
-    kept_tokens = [tokens[i] for i in keep]
-    own = sum(1 for i in keep if i < own)
-    if kept_parents == list(range(-1, len(keep) - 1)):
-        return kept_tokens, None, own
-    return kept_tokens, kept_parents, own
+def path_to(parents: Sequence[int], node: int) -> list[int]:
+    """Node indices from the root's child down to `node`."""
+    out = []
+    while node >= 0:
+        out.append(node)
+        node = parents[node]
+    return out[::-1]

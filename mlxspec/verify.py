@@ -1,75 +1,88 @@
-"""Verification of a draft against the target's logits.
+"""Verification of a draft tree against the target's logits: one rule for chains and trees.
 
-Greedy: keep the longest prefix that matches the target's argmax, then the target's own
-token. Sampling (Leviathan et al. / Chen et al.): accept draft token x with probability
-min(1, p(x)/q(x)); on rejection sample from norm(max(0, p - q)); if every draft token is
-accepted, sample a bonus token from p. The output is distributed exactly as the target.
+Row 0 of the target's logits predicts the token after the context (the tree's root is
+its last token); row i + 1 the token after node i and its ancestors.
+
+Greedy: walk down the tree while the target's argmax is a child; the first argmax that
+is not a child is the target's own next token.
+
+Sampling: recursive rejection sampling over the siblings (SpecInfer's multi-draft rule;
+a chain is Leviathan et al. / Chen et al.). At a node with target distribution r (first
+p), child x proposed from q (its drafter's row; a point mass for a deterministic token)
+is accepted with probability min(1, r(x)/q(x)); on rejection r becomes
+norm(max(0, r - q)) and the next sibling is tried. When every child is rejected the
+next token is drawn from r; after an accepted leaf, from the target's p there. Each
+step is an exact sampler of r, so the output is distributed exactly as the target's.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
-from mlxspec.tree import children_of
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
+from mlxspec.tree import DraftTree, children_of
 
 
-def verify_greedy(
-    target_logits: np.ndarray, drafts: Sequence[int], context: list[int], params: SamplingParams
-) -> tuple[int, int]:
-    """target_logits row i predicts the token after context + drafts[:i]."""
-    for i, tok in enumerate(drafts):
-        best = greedy_token(target_logits[i], context + list(drafts[:i]), params)
-        if best != tok:
-            return i, best
-    n = len(drafts)
-    return n, greedy_token(target_logits[n], context + list(drafts), params)
+def verify(target_logits: np.ndarray, tree: DraftTree, context: list[int], params: SamplingParams,
+           rng: Optional[np.random.Generator] = None) -> tuple[list[int], int]:
+    """(accepted node indices, a root-to-node path possibly empty; the target's next token)."""
+    if params.greedy:
+        return _verify_greedy(target_logits, tree, context, params)
+    if rng is None:
+        raise ValueError("sampling verification needs a random generator")
+    return _verify_sampling(target_logits, tree, context, params, rng)
 
 
-def verify_sampling(
-    target_logits: np.ndarray,
-    drafts: Sequence[int],
-    draft_probs: Optional[np.ndarray],
-    context: list[int],
-    params: SamplingParams,
-    rng: np.random.Generator,
-) -> tuple[int, int]:
-    for i, tok in enumerate(drafts):
-        p = probs_from_logits(target_logits[i], context + list(drafts[:i]), params)
-        q = draft_probs[i]
-        if q[tok] <= 0.0:
-            raise ValueError("drafter proposed a token outside its own distribution")
-        if rng.random() * q[tok] < p[tok]:  # u < p/q without dividing
-            continue
-        residual = np.maximum(p - q, 0.0)
-        total = residual.sum()
-        # total == 0 only if p == q, where rejection has probability zero.
-        return i, sample(residual / total if total > 0 else p, rng)
-    n = len(drafts)
-    p = probs_from_logits(target_logits[n], context + list(drafts), params)
-    return n, sample(p, rng)
-
-
-def verify_tree_greedy(
-    target_logits: np.ndarray,
-    nodes: Sequence[int],
-    parents: Sequence[int],
-    context: list[int],
-    params: SamplingParams,
-) -> tuple[list[int], int]:
-    """Greedy verification of a draft tree. Row 0 of target_logits predicts the token
-    after `context` (the tree's root is context[-1]); row i + 1 the token after node i
-    and its ancestors. parents[i] is node i's parent (-1: a child of the root). Returns
-    the accepted nodes (a root-to-node path, possibly empty) and the target's next token."""
-    children = children_of(nodes, parents)
+def _verify_greedy(logits, tree, context, params):
+    children = children_of(tree.tokens, tree.parents)
     path: list[int] = []
     at, text = -1, list(context)
     while True:
-        best = greedy_token(target_logits[at + 1], text, params)
+        best = greedy_token(logits[at + 1], text, params)
         nxt = children.get(at, {}).get(best)
         if nxt is None:
             return path, best
         path.append(nxt)
         text.append(best)
         at = nxt
+
+
+def _accept(r_x: float, q_x: float, u: float) -> bool:
+    """u < r(x)/q(x), without dividing."""
+    return u * q_x < r_x
+
+
+def _residual(r: np.ndarray, q: Optional[np.ndarray], x: int) -> np.ndarray:
+    """norm(max(0, r - q)); q None is the point mass at x. r - q sums to zero only if
+    r == q, where rejection has probability zero."""
+    if q is None:
+        out = r.copy()
+        out[x] = 0.0
+    else:
+        out = np.maximum(r - q, 0.0)
+    total = out.sum()
+    return out / total if total > 0 else r
+
+
+def _verify_sampling(logits, tree, context, params, rng):
+    kids: dict[int, list[int]] = {}
+    for i, p in enumerate(tree.parents):
+        kids.setdefault(int(p), []).append(i)
+    path: list[int] = []
+    at, text = -1, list(context)
+    while True:
+        r = probs_from_logits(logits[at + 1], text, params)
+        for c in kids.get(at, []):
+            x, q = tree.tokens[c], tree.q[c]
+            q_x = 1.0 if q is None else float(q[x])
+            if q_x <= 0.0:
+                raise ValueError("drafter proposed a token outside its own distribution")
+            if _accept(float(r[x]), q_x, rng.random()):
+                path.append(c)
+                text.append(x)
+                at = c
+                break
+            r = _residual(r, q, x)
+        else:
+            return path, sample(r, rng)

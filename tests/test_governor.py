@@ -1,38 +1,43 @@
-"""The governor: draft length adapts, speculation pauses when it is measured to lose
-against plain decoding, and the engine keeps that knowledge across calls."""
+"""The governor: one rule for every drafter. Drafts are sized from a measured cost model
+and a measured acceptance; speculation pauses when it is measured to lose against plain
+decoding; the engine keeps what it learnt across calls."""
+import json
+
 import pytest
 
-from mlxspec.drafters.base import Draft, Drafter
-from mlxspec.drafters.head_runner import HeadTargetRunner
-from mlxspec.drafters.draft_model import ModelDrafter
+from mlxspec import costs
+from mlxspec.costs import CostModel
+from mlxspec.drafters.base import Drafter
 from mlxspec.engine import Engine
 from mlxspec.governor import _MIN_ROUNDS, _PAUSE_MIN, Governor
-from mlxspec.head.model import new_head
+from mlxspec.runtime.target import TargetRunner
 from mlxspec.sampling import SamplingParams
+from mlxspec.tree import DraftTree
 from tiny import CharTokenizer, tiny_model
 
 V = 64
+CPU_FLOAT = CostModel({1: 1.0, 2: 1.15, 4: 1.2, 8: 1.35, 12: 1.5})  # measured shape, 1.5B float32 here
+CPU_QUANT = CostModel({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0})  # 4-bit on this CPU: n tokens cost n
 
 
-def calibrated(plain_s=0.1, k=4, shrink=True):
-    gov = Governor(k, 2 * k + 2, shrink=shrink)
-    for _ in range(2):
-        gov.record_plain(plain_s)
-    assert gov.use_speculation()
+def calibrated(plain_s=0.1, k=10, cost=CPU_FLOAT):
+    gov = Governor(k, cost)
+    gov.record_plain(plain_s)
+    assert gov.plan() > 0
     return gov
 
 
 def test_losing_speculation_pauses_then_is_probed_again_with_a_longer_pause():
     gov = calibrated(0.1)
-    for _ in range(_MIN_ROUNDS):  # 1 token per 0.5 s round vs 10 tokens/s plain
-        gov.record_round(0.5, 4, 0)
-    assert gov.paused and not gov.use_speculation()
+    for _ in range(_MIN_ROUNDS):  # 3 tokens per 0.5 s round vs 10 tokens/s plain
+        gov.record_round(0.5, 4, 2, 3)
+    assert gov.paused and gov.plan() == 0
     for _ in range(_PAUSE_MIN):
-        assert not gov.use_speculation()
+        assert gov.plan() == 0
         gov.record_plain(0.1)
-    assert gov.use_speculation()  # probed again
+    assert gov.plan() > 0  # probed again
     for _ in range(_MIN_ROUNDS):
-        gov.record_round(0.5, 4, 0)
+        gov.record_round(0.5, 4, 2, 3)
     for _ in range(_PAUSE_MIN):
         gov.record_plain(0.1)
     assert gov.paused  # the second pause is longer
@@ -41,43 +46,107 @@ def test_losing_speculation_pauses_then_is_probed_again_with_a_longer_pause():
 def test_winning_speculation_keeps_going():
     gov = calibrated(0.1)
     for _ in range(4 * _MIN_ROUNDS):  # 4 tokens per 0.15 s round
-        gov.record_round(0.15, 4, 3)
-        assert gov.use_speculation()
+        gov.record_round(0.15, 4, 3, 4)
+        assert gov.plan() > 0
 
 
 def test_one_slow_round_among_fast_ones_does_not_pause():
     gov = calibrated(0.1)  # plain: 10 tokens/s
-    gov.record_round(1.0, 4, 0)  # a cold or unlucky first round: 1 token/s
+    gov.record_round(1.0, 4, 4, 5)  # a cold first round: 5 tokens/s
     for _ in range(_MIN_ROUNDS + 4):  # then 4 tokens per 0.15 s round
-        gov.record_round(0.15, 4, 3)
-        assert gov.use_speculation()
+        gov.record_round(0.15, 4, 3, 4)
+        assert gov.plan() > 0
 
 
 def test_one_lucky_fast_plain_step_does_not_pause_winning_speculation():
-    gov = calibrated(0.1)  # plain: 10 tokens/s
+    gov = calibrated(0.1)
     for seconds in (0.1, 0.1, 0.02):  # one step 5x faster than the rest (timer noise)
         gov.record_plain(seconds)
     assert abs(gov.plain_step_s - 0.1) < 1e-9
     for _ in range(_MIN_ROUNDS + 2):  # 2 tokens per 0.15 s round: 13 tokens/s, a win
-        gov.record_round(0.15, 4, 1)
-        assert gov.use_speculation()
+        gov.record_round(0.15, 4, 1, 2)
+        assert gov.plan() > 0
 
 
-def test_draft_length_grows_on_full_acceptance_and_shrinks_on_early_rejection():
-    gov = calibrated(0.1, k=4)
-    gov.record_round(0.1, 4, 4)
-    assert gov.k == 5
-    gov.record_round(0.1, 5, 0)
-    gov.record_round(0.1, 4, 1)
-    assert gov.k == 3
+def test_where_n_tokens_cost_n_times_one_speculation_never_starts():
+    """Quantized matmuls on this CPU: no acceptance can pay for a longer forward."""
+    gov = Governor(10, CPU_QUANT)
+    gov.record_plain(0.1)
+    assert gov.plan() == 0
+    gov._kept, gov._missed = 1000.0, 0.0  # even a drafter that is always right
+    gov._resize()
+    assert gov.plan() == 0
+    assert not gov.worth_verifying(3, 3)  # free copied drafts are not verified either
+
+
+def test_draft_depth_follows_measured_acceptance_and_draft_cost():
+    depths = []
+    for kept, missed in ((0.0, 8.0), (6.0, 6.0), (20.0, 4.0), (60.0, 3.0)):
+        gov = calibrated(0.1, k=64)
+        gov._kept, gov._missed = kept, missed
+        gov._resize()
+        depths.append(gov.plan())
+    assert depths[0] == 0 and depths[1] < depths[2] < depths[3]
+    # an expensive drafter (a draft step costs half a target step) needs more acceptance
+    gov = calibrated(0.1)
+    gov._kept, gov._missed = 6.0, 6.0
+    cheap = (gov._resize(), gov.plan())[1]
+    gov.draft_cost = 0.5
+    gov._resize()
+    assert gov.plan() < cheap
+
+
+def test_acceptance_is_learnt_from_rounds_and_forgotten_in_plain_steps():
+    gov = calibrated(0.1)
+    prior = gov.acceptance
+    for _ in range(6):
+        gov.record_round(0.2, 4, 0, 1)  # every draft rejected at once
+    assert gov.acceptance < 0.3 and gov.plan() == 0
+    for _ in range(200):  # a long plain stretch: the text may have changed
+        gov.record_plain(0.1)
+    assert gov.acceptance > 0.6 * prior and gov.plan() > 0  # probed again
+
+
+def test_draft_cost_is_measured():
+    gov = calibrated(0.1)
+    for _ in range(10):
+        gov.record_round(0.4, 3, 3, 4, draft_seconds=0.12, guessed=3)  # 0.04 s per guess
+    assert gov.draft_cost == pytest.approx(0.4, rel=0.05)
+
+
+def test_costs_are_measured_monotone_and_cached(tmp_path):
+    model = tiny_model(V, layers=2, hidden=32, seed=0)
+    runner = TargetRunner(model)
+    runner.prefill([1, 2, 3])
+    cm, one = costs.measure(runner, 4)
+    assert runner.length == 3 and one > 0  # every measurement was trimmed again
+    ratios = [r for _, r in cm.points]
+    assert ratios[0] == 1.0 and ratios == sorted(ratios)
+    path = tmp_path / "costs.json"
+    costs.remember("cpu|float32", cm, path)
+    costs._MEMORY.clear()
+    again = costs.cached("cpu|float32", path)
+    assert again is not None and again.points == CostModel(json.loads(path.read_text())["cpu|float32"]).points
+    assert costs.cached("gpu|q4", path) is None
+    path.write_text("{not json")
+    costs._MEMORY.clear()
+    assert costs.cached("cpu|float32", path) is None  # a damaged cache is measured again
+
+
+def test_cost_model_interpolates_and_extrapolates():
+    cm = CostModel({1: 1.0, 2: 1.2, 4: 1.4})
+    assert cm.ratio(1) == 1.0 and cm.ratio(3) == pytest.approx(1.3) and cm.ratio(6) == pytest.approx(1.6)
 
 
 def test_a_pause_ends_with_its_reply_but_its_length_carries_over():
+    from mlxspec.drafters.lookup import LookupDrafter
+
     target = tiny_model(V, layers=2, hidden=48, seed=3)
-    engine = Engine(target, CharTokenizer(V), ModelDrafter(target, V), num_draft=4, draft_name="self")
-    prompt = [1, 2, 3, 4]
+    engine = Engine(target, CharTokenizer(V), LookupDrafter(), num_draft=4, draft_name="lookup")
+    engine.cost = CPU_FLOAT  # as if measured on a machine where speculation pays
+    prompt = [1, 2, 3, 4] * 3
     first = list(engine.stream(prompt, SamplingParams(), max_tokens=12))
-    assert first[-1].stats.rounds > 0  # drafting for itself: speculation runs
+    assert first[-1].stats.rounds > 0  # free copied drafts: speculation runs
     (gov,) = engine._governors.values()
     gov._pause_left, gov._pause_len = 1000, 64  # as if it had been measured to lose twice
     second = list(engine.stream(prompt + [5], SamplingParams(), max_tokens=12))
@@ -96,25 +165,19 @@ class CopyStub(Drafter):
     def __init__(self, ref, tree, own=1, copied=3):
         self.ref, self.tree, self.own, self.copied = ref, tree, own, copied
 
-    def make_target_runner(self, model):
-        return HeadTargetRunner(model, new_head(model, 1)) if self.tree else super().make_target_runner(model)
-
-    def reset(self, prompt, runner):
-        self.done = 0
+    def reset(self, tokens, runner):
+        self.done = len(tokens) - self.start
 
     def extend(self, tokens):
         self.done += len(tokens)
 
-    def commit_path(self, accepted, next_token):
-        self.done += len(accepted) + 1
-
-    def propose(self, k, params, rng):
+    def propose(self, k, params, rng, max_nodes=None):
         right = self.ref[self.done: self.done + self.own + self.copied]
         if not self.tree:
-            return Draft(tokens=right, own=self.own)
+            return DraftTree.chain(right, guessed=self.own)
         wrong = [(t + 1) % V for t in right[: self.own]]
         copied = [-1] + [self.own + i for i in range(len(right) - 1)]
-        return Draft(tokens=wrong + right, parents=list(range(-1, self.own - 1)) + copied, own=self.own)
+        return DraftTree(wrong + right, list(range(-1, self.own - 1)) + copied, guessed=self.own)
 
 
 def greedy_reply(target, prompt, n=16):
@@ -122,65 +185,27 @@ def greedy_reply(target, prompt, n=16):
 
 
 @pytest.mark.parametrize("tree", [False, True])
-def test_tokens_kept_from_retrieved_branches_count_for_the_rate(tree, monkeypatch):
-    """A round is judged on every token it emitted. A drafter whose own guess is short
-    or wrong but whose copied tokens are right produces several tokens per round;
-    counting only its own guesses made such rounds look like plain steps at a higher
-    price. Chain: one own guess, then copied tokens; tree: a wrong own guess beside a
-    copied branch."""
+def test_every_token_a_round_emits_counts_for_the_rate(tree, monkeypatch):
+    """A round is judged on every token it emitted, copied ones included: a drafter
+    whose own guess is short or wrong but whose copied tokens are right produces
+    several tokens per round."""
     target = tiny_model(V, layers=2, hidden=32, seed=3, scale=3.0)
     prompt = [1, 2, 3, 4]
     ref = greedy_reply(target, prompt)
+    seen = []
+    record = Governor.record_round
 
-    seen = []  # tokens each round was credited with
-    judge = Governor._judge
+    def spy(self, seconds, depth, kept, emitted, *a, **kw):
+        seen.append(emitted)
+        record(self, seconds, depth, kept, emitted, *a, **kw)
 
-    def spy(self):
-        seen.append(self._recent[-1][1])
-        judge(self)
-
-    monkeypatch.setattr(Governor, "_judge", spy)
-    out = list(Engine(target, CharTokenizer(V), CopyStub(ref, tree), num_draft=4, draft_name="stub").stream(
-        prompt, SamplingParams(), max_tokens=16))
+    monkeypatch.setattr(Governor, "record_round", spy)
+    stub = CopyStub(ref, tree)
+    stub.start = len(prompt)
+    engine = Engine(target, CharTokenizer(V), stub, num_draft=4, draft_name="stub")
+    engine.cost = CPU_FLOAT
+    out = list(engine.stream(prompt, SamplingParams(), max_tokens=16))
     stats = out[-1].stats
     assert [r.token for r in out] == ref
     assert stats.rounds == len(seen) > 0 and stats.accepted > 0
     assert sum(seen) == stats.accepted + stats.rounds
-
-
-def test_draft_length_follows_the_kept_path_whichever_branch_it_took():
-    """Two own guesses, both wrong, beside a right copied branch three deep: the kept
-    path went as deep as the guesses, so the next draft must not be shorter (counting
-    only the own guesses kept shrank it to 1 round by round)."""
-    target = tiny_model(V, layers=2, hidden=32, seed=3, scale=3.0)
-    prompt = [1, 2, 3, 4]
-    ref = greedy_reply(target, prompt, 24)
-    engine = Engine(target, CharTokenizer(V), CopyStub(ref, tree=True, own=2), num_draft=4, draft_name="stub")
-    out = list(engine.stream(prompt, SamplingParams(), max_tokens=24))
-    assert [r.token for r in out] == ref and out[-1].stats.rounds >= 3
-    (gov,) = engine._governors.values()
-    assert gov.k == 4
-
-
-def test_a_drafter_that_sizes_its_own_drafts_keeps_its_cap():
-    """The head stops drafting by its own confidence; shortening its cap after each early
-    rejection (most rounds, at ~60% agreement) cut its confident chains short: on the
-    code benchmark prompt it kept 21 tokens instead of 26."""
-    gov = calibrated(0.1, k=4, shrink=False)
-    gov.record_round(0.1, 4, 0)
-    gov.record_round(0.1, 4, 1)
-    assert gov.k == 4
-    gov.record_round(0.1, 4, 4)
-    assert gov.k == 5  # it still grows
-
-
-def test_the_engine_gives_the_head_a_cap_that_does_not_shrink():
-    from mlxspec.drafters.head import HeadDrafter
-
-    target = tiny_model(V, layers=4, hidden=32, seed=1)
-    head = HeadDrafter(target, new_head(target, 2), core_ids=list(range(24)))
-    for drafter, shrinks in ((head, False), (ModelDrafter(target, V), True)):
-        engine = Engine(target, CharTokenizer(V), drafter, num_draft=4, draft_name="d")
-        list(engine.stream([1, 2, 3], SamplingParams(), max_tokens=4))
-        (gov,) = engine._governors.values()
-        assert gov.shrink is shrinks

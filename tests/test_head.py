@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from mlxspec.runtime.layered import LayeredModel
-from mlxspec.drafters.head import (DEFAULT_LOOKUP_LEN, DEFAULT_TREE_FRONTIER, DEFAULT_TREE_WIDTH, HeadDrafter,
-                                   find_heads, load_head_drafter)
+from mlxspec.drafters.compose import Composite
+from mlxspec.drafters.head import DEFAULT_TREE_FRONTIER, DEFAULT_TREE_WIDTH, HeadDrafter, find_heads, load_head_drafter
+from mlxspec.drafters.lookup import DEFAULT_LOOKUP_LEN, LookupDrafter
 from mlxspec.engine import Engine
 from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import new_head
@@ -33,9 +34,10 @@ def make_drafter(model, k=2, core=24, mode="dynamic", tail=16, min_conf=0.0, ffn
         d = head.config.hidden_size
         w = head.fuse.weight
         head.fuse.weight = mx.concatenate([w[:, :d], 0.5 * mx.random.normal((d, d), key=mx.random.key(7))], axis=1)
-    return HeadDrafter(model, head, core_ids=list(range(core)), vocab_mode=mode,
-                       tail_capacity=tail, num_neighbours=2, min_confidence=min_conf, tree_width=width,
-                       lookup_len=lookup, tree_frontier=frontier)
+    d = HeadDrafter(model, head, core_ids=list(range(core)), vocab_mode=mode,
+                    tail_capacity=tail, num_neighbours=2, min_confidence=min_conf, tree_width=width,
+                    tree_frontier=frontier)
+    return Composite(d, [LookupDrafter(lookup)]) if lookup else d
 
 
 def toks(engine, prompt, n=30, params=SamplingParams(), **kw):
@@ -64,14 +66,13 @@ def test_shared_cache_verification_equals_full_forward(arch, feature):
     TargetRunner's within LOGIT_TOL, and every layer's cache stays consistent."""
     model = tiny_model(V, layers=4, hidden=32, seed=1, arch=arch, scale=2.0)
     d = make_drafter(model, k=2, feature=feature, width=1, lookup=0)  # chains (trees: test_tree.py)
-    runner, ref = d.make_target_runner(model), TargetRunner(model)
+    runner, ref = d.make_runner(model), TargetRunner(model)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(0, V, 13)]
     a, b = runner.prefill(prompt, chunk_size=5), ref.prefill(prompt)
     assert float(mx.abs(a - b).max()) <= LOGIT_TOL
     seq = prompt + [int(mx.argmax(b).item())]
-    d.reset(prompt, runner)
-    d.extend(seq[-1:])
+    d.reset(seq, runner)
     for _ in range(12):
         k = int(rng.integers(1, 5))
         draft = d.propose(k, SamplingParams(), rng).tokens
@@ -82,7 +83,7 @@ def test_shared_cache_verification_equals_full_forward(arch, feature):
         runner.trim(len(draft) - n)
         ref.trim(len(draft) - n)
         nxt = int(rng.integers(0, V))
-        d.commit(n, nxt)
+        d.accept(draft[:n], nxt)
         seq += draft[:n] + [nxt]
         assert runner.length == ref.length == len(seq) - 1
         assert runner.low_len == runner.length
@@ -93,10 +94,9 @@ def test_shared_cache_verification_equals_full_forward(arch, feature):
 def test_forward_with_other_tokens_than_drafted_recomputes():
     model = tiny_model(V, layers=4, hidden=32, seed=2)
     d = make_drafter(model)
-    runner, ref = d.make_target_runner(model), TargetRunner(model)
+    runner, ref = d.make_runner(model), TargetRunner(model)
     runner.prefill([1, 2, 3]), ref.prefill([1, 2, 3])
-    d.reset([1, 2, 3], runner)
-    d.extend([4])
+    d.reset([1, 2, 3, 4], runner)
     draft = d.propose(3, SamplingParams(), np.random.default_rng(0)).tokens
     other = [4, (draft[0] + 1) % V, 9]
     assert float(mx.abs(runner.forward(other) - ref.forward(other)).max()) <= LOGIT_TOL
@@ -143,7 +143,7 @@ def test_perfect_head_accepts_everything(feature, monkeypatch):
     for width in (1, 3):
         d = HeadDrafter(model, new_head(model, 2, feature_input=feature), core_ids=list(range(24)),
                         vocab_mode="full", tail_capacity=16, num_neighbours=2, min_confidence=0.0,
-                        lookup_len=0, tree_width=width, tree_frontier=64, tree_nodes=1000)
+                        tree_width=width, tree_frontier=64, tree_nodes=1000)
         eng = Engine(model, CharTokenizer(V), d, num_draft=4, draft_name="h", adaptive=False)
         s = list(eng.stream([3, 4, 5], SamplingParams(), max_tokens=41))[-1].stats
         assert s.rounds == 8 and s.accepted == 4 * s.rounds
@@ -155,7 +155,7 @@ def test_drafting_stops_when_the_chain_is_unlikely_to_survive(monkeypatch):
     0.3 the chain stops after 3 tokens (0.6^2 = 0.36, 0.6^3 = 0.216)."""
     model = tiny_model(V, layers=3, hidden=32, seed=4)
     d = make_drafter(model, min_conf=0.3, mode="static", width=1, lookup=0)
-    target = d.make_target_runner(model)
+    target = d.make_runner(model)
     target.prefill([3, 4, 5])
     d.reset([3, 4, 5], target)
     n = d.vocab.size
@@ -173,19 +173,18 @@ def test_feature_input_sees_the_verified_states():
 
     model = tiny_model(V, layers=4, hidden=32, seed=8, scale=2.0)
     d = make_drafter(model, k=2, feature=True, width=1, lookup=0)
-    runner = d.make_target_runner(model)
+    runner = d.make_runner(model)
     rng = np.random.default_rng(1)
     prompt = [int(t) for t in rng.integers(0, V, 9)]
     seq = prompt + [int(mx.argmax(runner.prefill(prompt, chunk_size=4)).item())]
-    d.reset(prompt, runner)
-    d.extend(seq[-1:])
+    d.reset(seq, runner)
     for _ in range(6):
         draft = d.propose(int(rng.integers(1, 4)), SamplingParams(), rng).tokens
         runner.forward([seq[-1]] + draft)
         n = int(rng.integers(0, len(draft) + 1))
         runner.trim(len(draft) - n)
         nxt = int(rng.integers(0, V))
-        d.commit(n, nxt)
+        d.accept(draft[:n], nxt)
         seq += draft[:n] + [nxt]
     got = runner.draft_step(seq[-1], runner.last_feature())
     lm = LayeredModel(model)
@@ -199,17 +198,17 @@ def test_feature_input_sees_the_verified_states():
 
 def test_draft_probs_zero_outside_subset():
     model = tiny_model(V, layers=4, hidden=32, seed=6)
-    d = make_drafter(model, core=10, tail=4)
-    runner = d.make_target_runner(model)
+    d = make_drafter(model, core=10, tail=4, lookup=0)
+    runner = d.make_runner(model)
     runner.prefill([1, 2, 3])
-    d.reset([1, 2, 3], runner)
-    d.extend([40])
+    d.reset([1, 2, 3, 40], runner)
     draft = d.propose(3, SamplingParams(temp=1.0), np.random.default_rng(0))
-    assert draft.probs.shape == (len(draft.tokens), V)
+    probs = np.stack(draft.q)
+    assert probs.shape == (len(draft.tokens), V)
     inside = np.zeros(V, bool)
     inside[d.vocab.ids()] = True
-    assert np.all(draft.probs[:, ~inside] == 0)
-    assert np.allclose(draft.probs.sum(1), 1)
+    assert np.all(probs[:, ~inside] == 0)
+    assert np.allclose(probs.sum(1), 1)
     assert all(inside[t] for t in draft.tokens)
 
 

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-import mlxspec.drafters.head as head_mod
 from mlxspec.runtime.layered import LayeredModel
+from mlxspec.drafters.compose import Composite
 from mlxspec.drafters.head import HeadDrafter, HeadTargetRunner, load_head_drafter
-from mlxspec.drafters.reply_store import SEP, STORE_FILE, ReplyStore, load_store, replies_from_rows, save_store
+from mlxspec.drafters.reply_store import (SEP, STORE_FILE, ReplyStore, StoreDrafter, load_store, replies_from_rows,
+                                          save_store)
 from mlxspec.engine import Engine
 from mlxspec.head.io import save_head
 from mlxspec.head.model import new_head
@@ -74,21 +75,28 @@ def _head_folder(tmp_path, model):
 
 
 def test_head_drafter_loads_the_models_store_and_skips_a_bad_one(tmp_path, monkeypatch):
+    from mlxspec import loading
+
     model = tiny_model(V, layers=4, hidden=32, seed=1)
     folder = _head_folder(tmp_path, model)
-    assert load_head_drafter(model, CharTokenizer(V), folder).store is None
+    target = loading.LoadedModel("tiny", folder, model, CharTokenizer(V), {"vocab_size": V})
+
+    def branches():
+        d = loading.with_branches(target, load_head_drafter(model, CharTokenizer(V), folder))
+        return d, [b for b in d.branches if isinstance(b, StoreDrafter)]
+
+    assert branches()[1] == []
     save_store(folder / STORE_FILE, np.array([1, 2, 3, 4, SEP]), vocab_size=V, source="test")
-    d = load_head_drafter(model, CharTokenizer(V), folder)
-    assert d.store is not None and d.store.propose([1, 2, 3], 3) == [4]
+    d, (st,) = branches()
+    assert st.store.propose([1, 2, 3], 3) == [4]
     # the bench's draft memory counts the store
-    without = load_head_drafter(model, CharTokenizer(V), folder, use_store=False).memory_bytes()
-    assert d.store.nbytes > 0 and d.memory_bytes() == without + d.store.nbytes
-    assert load_head_drafter(model, CharTokenizer(V), folder, use_store=False).store is None
+    without = loading.with_branches(target, load_head_drafter(model, CharTokenizer(V), folder), store=False)
+    assert st.store.nbytes > 0 and d.memory_bytes() == without.memory_bytes() + st.store.nbytes
     (folder / STORE_FILE).write_bytes(b"garbage")
     warnings = []
     # (the CLI tests configure the "mlxspec" logger, so caplog may not see it)
-    monkeypatch.setattr(head_mod.log, "warning", lambda msg, *a: warnings.append(msg % a))
-    assert load_head_drafter(model, CharTokenizer(V), folder).store is None
+    monkeypatch.setattr(loading.log, "warning", lambda msg, *a: warnings.append(msg % a))
+    assert branches()[1] == []
     assert len(warnings) == 1 and "unreadable" in warnings[0]
 
 
@@ -117,7 +125,9 @@ def test_greedy_with_a_reply_store_equals_plain_and_keeps_its_guesses(arch):
         kept = {}
         for label, st in (("store", store), ("none", None)):
             drafter = HeadDrafter(model, head, core_ids=list(range(16)), vocab_mode="dynamic", tail_capacity=4,
-                                  num_neighbours=0, min_confidence=0.5, lookup_len=0, store=st)
+                                  num_neighbours=0, min_confidence=0.5)
+            if st is not None:
+                drafter = Composite(drafter, [StoreDrafter(st)])
             eng = Engine(model, tok, drafter, num_draft=2, draft_name="head", adaptive=False)
             out = list(eng.stream(prompt, SamplingParams(), max_tokens=30))
             assert [r.token for r in out] == ref

@@ -6,14 +6,15 @@ import pytest
 from mlx_lm.models.cache import KVCache
 
 from mlxspec.runtime.tree_attention import ancestor_matrix, compact
-from mlxspec.tree import add_branch, within_depth
+from mlxspec.tree import DraftTree, add_branch
+from mlxspec.drafters.compose import Composite
 from mlxspec.drafters.head import HeadDrafter, HeadTargetRunner
-from mlxspec.drafters.lookup import ContextLookup
+from mlxspec.drafters.lookup import ContextLookup, LookupDrafter
 from mlxspec.engine import Engine
 from mlxspec.head.model import new_head
 from mlxspec.sampling import SamplingParams
 from mlxspec.runtime.target import TargetRunner
-from mlxspec.verify import verify_tree_greedy
+from mlxspec.verify import verify
 from tiny import CharTokenizer, tiny_model
 
 V = 64
@@ -22,9 +23,9 @@ LOGIT_TOL = 1e-4  # as for chain verification: float32 reassociation only
 
 def make_drafter(model, lookup_len=8, feature=False, width=3, min_conf=0.0, frontier=3):
     head = new_head(model, 2, feature_input=feature)
-    return HeadDrafter(model, head, core_ids=list(range(24)), vocab_mode="dynamic", tail_capacity=16,
-                       num_neighbours=2, min_confidence=min_conf, lookup_len=lookup_len, tree_width=width,
-                       tree_frontier=frontier)
+    d = HeadDrafter(model, head, core_ids=list(range(24)), vocab_mode="dynamic", tail_capacity=16,
+                    num_neighbours=2, min_confidence=min_conf, tree_width=width, tree_frontier=frontier)
+    return Composite(d, [LookupDrafter(lookup_len)]) if lookup_len else d
 
 
 def test_ancestor_matrix():
@@ -69,11 +70,15 @@ def test_branch_merges_into_the_tree_as_a_trie():
     assert add_branch(*chain, [1, 7, 8, 9], max_new=2) == ([1, 2, 3, 7, 8], [-1, 0, 1, 0, 3])
 
 
-def test_within_depth_cuts_deep_nodes():
-    assert within_depth([1, 2, 3], None, 2, 3) == ([1, 2], None, 2)
-    assert within_depth([1, 2, 3, 4, 5], [-1, 0, 1, 1, 3], 3, 3) == ([1, 2, 3, 4], [-1, 0, 1, 1], 3)
-    assert within_depth([1, 7, 8], [-1, -1, 1], 1, 1) == ([1, 7], [-1, -1], 1)
-    assert within_depth([1, 7, 8], [-1, -1, 1], 1, 2) == ([1, 7], [-1, -1], 2)
+def test_cut_drops_deep_nodes_and_keeps_parents_with_children():
+    t = DraftTree.chain([1, 2, 3]).cut(2, 10)
+    assert (t.tokens, t.parents, t.is_chain) == ([1, 2], [-1, 0], True)
+    t = DraftTree([1, 2, 3, 4, 5], [-1, 0, 1, 1, 3], guessed=3).cut(3, 10)
+    assert (t.tokens, t.parents, t.guessed) == ([1, 2, 3, 4], [-1, 0, 1, 1], 3)
+    t = DraftTree([1, 7, 8], [-1, -1, 1]).cut(1, 10)
+    assert (t.tokens, t.parents) == ([1, 7], [-1, -1])
+    t = DraftTree([1, 2, 7, 8], [-1, 0, -1, 2]).cut(5, 3)  # node budget: the first 3
+    assert (t.tokens, t.parents) == ([1, 2, 7], [-1, 0, -1])
 
 
 def test_verify_tree_greedy_follows_the_target():
@@ -83,11 +88,12 @@ def test_verify_tree_greedy_follows_the_target():
     logits[0, 12] = 1  # target says c after the root
     logits[3, 13] = 1  # then d after c
     logits[4, 5] = 1  # then 5 (not drafted)
-    path, nxt = verify_tree_greedy(logits, nodes, parents, [0], SamplingParams())
+    tree = DraftTree(nodes, parents)
+    path, nxt = verify(logits, tree, [0], SamplingParams())
     assert path == [2, 3] and nxt == 5
     logits[0] = 0
     logits[0, 7] = 1
-    assert verify_tree_greedy(logits, nodes, parents, [0], SamplingParams()) == ([], 7)
+    assert verify(logits, tree, [0], SamplingParams()) == ([], 7)
 
 
 def _path_to(i, parents):
@@ -107,18 +113,17 @@ def test_tree_forward_equals_each_path_run_alone(arch, feature, drafted):
     layers reused), or a chain plus hand-made branches."""
     model = tiny_model(V, layers=4, hidden=32, seed=1, arch=arch, scale=2.0)
     d = make_drafter(model, feature=feature, lookup_len=0, width=3 if drafted else 1)
-    runner, ref = d.make_target_runner(model), TargetRunner(model)
+    runner, ref = d.make_runner(model), TargetRunner(model)
     rng = np.random.default_rng(0)
     prompt = [int(t) for t in rng.integers(0, V, 11)]
     runner.prefill(prompt), ref.prefill(prompt)
     seq = prompt + [5]
-    d.reset(prompt, runner)
-    d.extend([5])
+    d.reset(seq, runner)
     for _ in range(4):
         reused = runner.reused
         draft = d.propose(3, SamplingParams(), rng)
         if drafted:
-            assert draft.parents is not None
+            assert not draft.is_chain
             nodes, parents = draft.tokens, draft.parents
         else:
             chain = draft.tokens  # feeds root + chain[:-1]
@@ -135,7 +140,7 @@ def test_tree_forward_equals_each_path_run_alone(arch, feature, drafted):
         runner.accept_tree([0] + [j + 1 for j in keep])
         kept = [nodes[j] for j in keep]
         nxt = int(rng.integers(0, V))
-        d.commit_path(kept, nxt)
+        d.accept(kept, nxt)
         ref.forward([seq[-1]] + kept)
         seq += kept + [nxt]
         assert runner.length == ref.length == len(seq) - 1
@@ -152,12 +157,11 @@ def test_head_cache_after_a_tree_equals_a_chain_run():
     if the path had been verified as a chain."""
     model = tiny_model(V, layers=4, hidden=32, seed=6, arch="qwen2", scale=2.0)
     d1, d2 = make_drafter(model, feature=True), make_drafter(model, feature=True)
-    r1, r2 = d1.make_target_runner(model), d2.make_target_runner(model)
+    r1, r2 = d1.make_runner(model), d2.make_runner(model)
     prompt = [3, 9, 4, 1, 7]
     for d, r in ((d1, r1), (d2, r2)):
         r.prefill(prompt)
-        d.reset(prompt, r)
-        d.extend([8])
+        d.reset(prompt + [8], r)
     r1.forward_tree([8, 11, 12, 13, 14], [-1, 0, -1, 2])
     r1.accept_tree([0, 3, 4])
     r2.forward([8, 13, 14])
@@ -193,26 +197,30 @@ def test_greedy_with_copy_branches_equals_plain(arch, width, frontier, monkeypat
             assert got == ref
             # the drafter's context (for copying) is the real one, also after rounds
             # whose tree the engine cut to a chain near the end
-            assert eng.drafter._seq[: len(prompt) + len(got)] == prompt + got
+            assert eng.drafter.primary._seq[: len(prompt) + len(got)] == prompt + got
     assert trees and max(trees) > 1  # tree rounds happened, and kept tokens
 
 
-def test_copy_branch_is_greedy_only():
+def test_copy_branch_joins_sampled_drafts_as_point_masses():
+    """At temperature > 0 the copied branch still joins the head's sampled chain: its
+    nodes carry no distribution (a point mass, verified by the exact tree rule)."""
     model = tiny_model(V, layers=4, hidden=32, seed=2, scale=3.0)
     d = make_drafter(model)
-    runner = d.make_target_runner(model)
+    runner = d.make_runner(model)
     prompt = [1, 2, 3, 4, 1, 2, 3]
     runner.prefill(prompt)
-    d.reset(prompt, runner)
-    d.extend([4])  # ... 1 2 3 4 : the lookup would continue with 1 2 3
+    d.reset(prompt + [4], runner)  # ... 1 2 3 4 : the lookup continues with 1 2 3 4
     draft = d.propose(2, SamplingParams(temp=1.0), np.random.default_rng(0))
-    assert draft.parents is None and len(draft.tokens) <= 2 and draft.probs is not None
+    own = [i for i, q in enumerate(draft.q) if q is not None]
+    assert own and len(own) <= 2 and draft.parents[: len(own)] == list(range(-1, len(own) - 1))
+    copied = [draft.tokens[i] for i, q in enumerate(draft.q) if q is None]
+    assert copied and set(copied) <= {1, 2, 3, 4}
 
 
 def test_engine_hands_the_kept_tokens_to_the_drafter():
     """Near max_tokens the engine cuts a tree to the depth it may still produce; if that
     leaves a chain, the drafter must still learn which tokens were kept."""
-    from mlxspec.drafters.base import Draft, Drafter
+    from mlxspec.drafters.base import Drafter
 
     model = tiny_model(V, layers=2, hidden=32, seed=3, scale=3.0)
     tok = CharTokenizer(V)
@@ -222,20 +230,17 @@ def test_engine_hands_the_kept_tokens_to_the_drafter():
     class TreeStub(Drafter):
         kept = None
 
-        def reset(self, prompt, target):
+        def reset(self, tokens, runner):
             pass
 
         def extend(self, tokens):
             pass
 
-        def propose(self, k, params, rng):  # the right token, then two depth-2 children
-            return Draft(tokens=[ref[1], 7, 9], parents=[-1, 0, 0])
+        def propose(self, k, params, rng, max_nodes=None):  # the right token, then two depth-2 children
+            return DraftTree([ref[1], 7, 9], [-1, 0, 0])
 
-        def commit(self, num_accepted, next_token):
-            raise AssertionError("the kept tokens were not passed")
-
-        def commit_path(self, accepted, next_token):
-            TreeStub.kept = (list(accepted), next_token)
+        def accept(self, kept, next_token):
+            TreeStub.kept = (list(kept), next_token)
 
     eng = Engine(model, tok, TreeStub(), num_draft=4, draft_name="stub", adaptive=False)
     assert [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=3)] == ref

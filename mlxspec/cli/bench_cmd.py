@@ -59,6 +59,10 @@ def build_methods(target, draft_spec, num_draft, top_p, only):
                                      target.tokenizer, draft.model, num_draft, top_p))
         drafter = ModelDrafter(draft.model, target.vocab_size, label=f"draft:{draft.name}")
         methods.append(mlxspec_method(f"mlxspec draft ({draft.name})", engine(drafter, drafter.name), top_p))
+        both = loading.with_branches(target, drafter)
+        methods.append(mlxspec_method(f"mlxspec draft+lookup ({draft.name})", engine(both, both.name), top_p))
+    lookup = loading.with_branches(target, None)
+    methods.append(mlxspec_method("mlxspec lookup", engine(lookup, lookup.name), top_p))
     for name, drafter in _head_drafters(target).items():
         methods.append(mlxspec_method(f"mlxspec {name}", engine(drafter, name), top_p))
     if only:
@@ -70,11 +74,12 @@ def build_methods(target, draft_spec, num_draft, top_p, only):
 
 def _head_drafters(target) -> dict:
     """The trained head with each vocabulary mode (full / static / dynamic), if one exists."""
+    from mlxspec import loading
     from mlxspec.drafters import head
 
     if not head.find_heads(target.path):
         return {}
-    return head.bench_variants(target.model, target.tokenizer, target.path)
+    return loading.bench_variants(target)
 
 
 @click.command("bench")

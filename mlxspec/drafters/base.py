@@ -1,77 +1,58 @@
-"""The drafter interface: everything the verification loop needs from a drafter.
+"""The drafter interface: everything the round loop needs from a drafter.
 
-A drafter keeps its own state (caches, pending input tokens). The engine calls
-`reset(prompt)` once, then per round `propose(k, params, rng)` and `commit(n, token)`.
+The engine owns the target runner. It calls `make_runner(model)` once (a drafter that
+shares the target's lower layers returns a runner that also drafts; the default is the
+plain runner), then per reply `reset(tokens, runner)` with every token so far, and per
+round `propose(k, params, rng)` -> a DraftTree (at most k deep), then
+`accept(kept, next_token)` with the kept tokens (a root-to-node path of the tree) and
+the target's next token. Tokens that arrive without a draft (plain steps) come through
+`extend(tokens)`. A drafter rewinds whatever it drafted past what was kept.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from mlxspec.tree import DraftTree
+
 if TYPE_CHECKING:
-    from mlxspec.sampling import SamplingParams
     from mlxspec.runtime.target import TargetRunner
-
-
-@dataclass
-class Draft:
-    tokens: list[int]
-    # Row i is the (processed) distribution token i was drawn from, float64, full
-    # target vocabulary (zeros outside a pruned vocabulary). None when greedy.
-    probs: Optional[np.ndarray] = None
-    # A tree instead of a chain (greedy only): parents[i] is token i's parent, -1 for a
-    # child of the last verified token. None: tokens form one chain.
-    parents: Optional[list[int]] = None
-    # How many leading tokens the drafter's own model guessed (the rest were copied from
-    # the context); the governor sizes the next draft on those. None: all of them.
-    own: Optional[int] = None
+    from mlxspec.sampling import SamplingParams
 
 
 class Drafter:
     name = "drafter"
-    # True for a drafter that stops drafting by its own confidence (the head): the
-    # governor's draft length is then only a cap, and an early rejection does not
-    # shorten it (the drafter already drafts little where it is unsure).
-    sizes_own_drafts = False
 
-    def make_target_runner(self, model) -> "TargetRunner":
-        """The object that runs the target for verification. Drafters that share the
-        target's cache or hidden states (early-layer heads) return their own."""
+    def make_runner(self, model) -> "TargetRunner":
         from mlxspec.runtime.target import TargetRunner
 
         return TargetRunner(model)
 
-    def reset(self, prompt: list[int], target: "TargetRunner") -> None:
-        """Start a new sequence: `prompt` is every token so far (its last token is the
-        next input). `target` is the runner from make_target_runner, already prefilled."""
+    def reset(self, tokens: list[int], runner: "TargetRunner") -> None:
+        """A reply starts: `tokens` is every token so far (the last one is the next input
+        and is not in the target's cache yet); `runner` is the engine's runner, prefilled."""
         raise NotImplementedError
 
-    def propose(self, k: int, params: "SamplingParams", rng: np.random.Generator) -> Draft:
-        """Guess up to k next tokens (fewer when unsure; zero is allowed)."""
+    def propose(self, k: int, params: "SamplingParams", rng: np.random.Generator) -> DraftTree:
+        """Guesses that continue the tokens so far, at most k deep (fewer, or none, when
+        unsure)."""
         raise NotImplementedError
 
-    def commit(self, num_accepted: int, next_token: int) -> None:
-        """The first `num_accepted` drafted tokens were kept and `next_token` follows
-        them (a correction or bonus from the target). Rewind anything past that."""
-        raise NotImplementedError
-
-    def commit_path(self, accepted: list[int], next_token: int) -> None:
-        """The same, given the kept tokens themselves (after a tree round: a root-to-node
-        path of the tree). Drafters that propose trees must override this."""
-        self.commit(len(accepted), next_token)
+    def accept(self, kept: list[int], next_token: int) -> None:
+        """The target kept `kept` (tokens of a root-to-node path of the last draft) and
+        `next_token` follows them."""
+        self.extend(list(kept) + [int(next_token)])
 
     def extend(self, tokens: list[int]) -> None:
-        """Tokens were appended without drafting (plain-decoding fall-back, or a new chat
-        turn). Default: treat as pending input for the next proposal."""
+        """Tokens were appended without a draft."""
         raise NotImplementedError
 
     @property
     def vocab_size_in_use(self) -> Optional[int]:
-        """Size of the vocabulary the drafter currently predicts over (pruned heads)."""
+        """Size of the vocabulary the drafter predicts over (pruned heads)."""
         return None
 
     def memory_bytes(self) -> int:
-        """Parameters the drafter adds on top of the target."""
+        """Bytes the drafter adds on top of the target."""
         return 0

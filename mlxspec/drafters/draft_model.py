@@ -5,9 +5,10 @@ from typing import Optional
 
 import numpy as np
 
-from mlxspec.drafters.base import Draft, Drafter
-from mlxspec.sampling import SamplingParams, draft_pick, fit_vocab
+from mlxspec.drafters.base import Drafter
 from mlxspec.runtime.target import TargetRunner
+from mlxspec.sampling import SamplingParams, draft_pick, fit_vocab
+from mlxspec.tree import DraftTree
 
 DEFAULT_MIN_CONFIDENCE = 0.25  # stop drafting below this draft probability
 
@@ -23,8 +24,7 @@ class ModelDrafter(Drafter):
         self.min_confidence = min_confidence
         self._runner: Optional[TargetRunner] = None
         self._seq: list[int] = []  # every token of the sequence
-        self._cached: list[int] = []  # tokens whose KV is in the draft cache
-        self._last: list[int] = []
+        self._cached: list[int] = []  # tokens whose KV is in the draft's cache
 
     def memory_bytes(self) -> int:
         from mlx.utils import tree_flatten
@@ -32,30 +32,25 @@ class ModelDrafter(Drafter):
         return sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
 
     # -- sequence bookkeeping --------------------------------------------------------
-    def reset(self, prompt: list[int], target) -> None:
+    def reset(self, tokens: list[int], runner=None) -> None:
         if self._runner is None:
             self._runner, self._cached = TargetRunner(self.model), []
-        keep = 0
-        while keep < min(len(self._cached), len(prompt) - 1) and self._cached[keep] == prompt[keep]:
-            keep += 1
-        self._runner.trim(self._runner.length - keep)
-        self._cached = self._cached[:keep]
-        self._seq = list(prompt)
-        self._last = []
+        self._seq = [int(t) for t in tokens]
 
     def extend(self, tokens: list[int]) -> None:
-        self._seq.extend(tokens)
+        self._seq.extend(int(t) for t in tokens)
 
-    def commit(self, num_accepted: int, next_token: int) -> None:
-        drafted = self._last
-        # The cache holds seq + drafted[:-1]; keep seq + drafted[:num_accepted].
-        fed = len(drafted) - 1
-        if num_accepted < fed:
-            self._runner.trim(fed - num_accepted)
-            self._cached = self._cached[: len(self._cached) - (fed - num_accepted)]
-        self._seq.extend(drafted[:num_accepted])
-        self._seq.append(next_token)
-        self._last = []
+    def _sync(self) -> list[int]:
+        """Rewind the draft cache to its longest prefix of the sequence (drafts that
+        were not kept, or another branch of a tree); return the tokens still to feed,
+        at least the last one."""
+        keep = 0
+        n = min(len(self._cached), len(self._seq) - 1)
+        while keep < n and self._cached[keep] == self._seq[keep]:
+            keep += 1
+        self._runner.trim(len(self._cached) - keep)
+        del self._cached[keep:]
+        return self._seq[keep:]
 
     # -- drafting ---------------------------------------------------------------------
     def _logits(self, tokens: list[int]) -> np.ndarray:
@@ -66,28 +61,21 @@ class ModelDrafter(Drafter):
         self._cached.extend(tokens)
         return fit_vocab(np.array(out), self.vocab_size)
 
-    def propose(self, k: int, params: SamplingParams, rng: np.random.Generator) -> Draft:
-        pending = self._seq[len(self._cached):]
-        if not pending:  # the whole sequence is cached: re-feed the last token
-            self._runner.trim(1)
-            self._cached.pop()
-            pending = self._seq[-1:]
+    def propose(self, k: int, params: SamplingParams, rng: np.random.Generator, max_nodes=None) -> DraftTree:
         try:
-            row = self._logits(pending)
+            row = self._logits(self._sync())
             tokens: list[int] = []
-            probs: list[np.ndarray] = []
+            probs: list[Optional[np.ndarray]] = []
             context = list(self._seq)
             for i in range(k):
                 tok, q, confidence = draft_pick(row, context, params, rng)
-                if q is not None:
-                    probs.append(q)
+                probs.append(q)
                 tokens.append(tok)
                 context.append(tok)
                 if i == k - 1 or confidence < self.min_confidence:
                     break
                 row = self._logits([tok])
         except BaseException:
-            self._runner = None  # half-updated cache: rebuild on the next reset
+            self._runner = None  # half-updated cache: rebuilt on the next reset
             raise
-        self._last = tokens
-        return Draft(tokens=tokens, probs=np.stack(probs) if probs else None)
+        return DraftTree.chain(tokens, probs)

@@ -34,7 +34,7 @@ class HeadTargetRunner(TargetRunner):
 
     def __init__(self, model, head: DraftHead):
         super().__init__(model)
-        self.lm = LayeredModel(model)
+        self._layered = LayeredModel(model)
         self.head = head
         self.k = head.config.exit_layer
         self.head_cache = KVCache()
@@ -47,8 +47,6 @@ class HeadTargetRunner(TargetRunner):
         self._feats_base = 0
         self._tree = None  # (start, layer-k states, final states) of an unaccepted tree
         self.reused = 0  # tokens whose lower layers forward() did not recompute
-        # Tree attention rewrites positions and compacts entries of plain KV caches.
-        self.supports_tree = self.lm.sliding_window is None and all(type(c) is KVCache for c in self.cache)
 
     # -- lower half (layers 0..k-1 + head) ---------------------------------------------
     def _lower(self, tokens: list[int]) -> mx.array:

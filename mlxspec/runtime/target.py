@@ -1,10 +1,12 @@
-"""Runs the target model over an mlx-lm KV cache: prefill, batched verify, O(1) rewind."""
+"""Runs the target model over an mlx-lm KV cache: prefill, batched verification of a
+draft chain or tree, O(1) rewind (a chain's rejected tail is trimmed; a tree's kept
+path is compacted to the front of its slots, tree_attention.py)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 import mlx.core as mx
-from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 # Architectures whose logits are exactly lm_head(model.model(x)) (no soft-capping etc.).
 _PLAIN_HEAD_ARCHS = {"llama", "qwen2", "qwen3", "mistral"}
@@ -15,7 +17,29 @@ class TargetRunner:
         self.model = model
         self.cache = make_prompt_cache(model)
         self.length = 0  # tokens held in the cache
+        self._layered = None
+        self._tree_start: Optional[int] = None
 
+    # -- layered execution, for trees ---------------------------------------------------
+    @property
+    def lm(self):
+        """The target as mlx-lm layers (runtime/layered.py); None where unsupported."""
+        if self._layered is None:
+            from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
+
+            try:
+                self._layered = LayeredModel(self.model)
+            except UnsupportedArchitectureError:
+                self._layered = False
+        return self._layered or None
+
+    @property
+    def supports_tree(self) -> bool:
+        """Tree attention rewrites positions and compacts entries of plain KV caches."""
+        lm = self.lm
+        return lm is not None and lm.supports_tree and all(type(c) is KVCache for c in self.cache)
+
+    # -- prefill ----------------------------------------------------------------------
     def prefill(
         self,
         tokens: list[int],
@@ -52,6 +76,7 @@ class TargetRunner:
         mx.eval(out)
         return out
 
+    # -- verification -------------------------------------------------------------------
     def forward(self, tokens: list[int], last_only: bool = False) -> mx.array:
         """Logits (T, V) in float32 for `tokens` appended to the cache."""
         out = self.model(mx.array(tokens, dtype=mx.uint32)[None], cache=self.cache)[0]
@@ -61,6 +86,51 @@ class TargetRunner:
         mx.eval(out)
         self.length += len(tokens)
         return out
+
+    def forward_tree(self, tokens: list[int], parents: list[int]) -> mx.array:
+        """Logits (1 + N, V) for a draft tree: tokens[0] is the root (the last verified
+        token) and tokens[1 + i] node i, a child of parents[i] (-1: of the root).
+        Nothing is kept until accept_tree(path)."""
+        from mlxspec.runtime.tree_attention import ancestor_matrix, tree_block, tree_mask
+
+        lm = self.lm
+        flat = [-1] + [int(p) + 1 for p in parents]
+        anc = ancestor_matrix(flat)
+        start = self.length
+        pos = mx.array(start + anc.sum(axis=1) - 1, dtype=mx.int32)
+        mask = tree_mask(start, anc)
+        h = lm.embed([int(t) for t in tokens])
+        for i, layer in enumerate(lm.layers):
+            h = tree_block(layer, h, mask, self.cache[i], pos)
+        out = lm.logits(lm.norm(h))[0].astype(mx.float32)
+        mx.eval(out)
+        self._tree_start = start
+        self.length += len(tokens)
+        return out
+
+    def accept_tree(self, path: list[int]) -> None:
+        """Keep the root and the accepted nodes (flat indices into forward_tree's tokens,
+        0 = the root, ascending); drop the rest of the tree from every cache."""
+        from mlxspec.runtime.tree_attention import compact
+
+        start, self._tree_start = self._tree_start, None
+        for c in self.cache:
+            compact(c, start, path)
+        self.length = start + len(path)
+
+    def verify(self, root: int, tree) -> mx.array:
+        """Target logits for a draft (mlxspec.tree.DraftTree) after `root`: row 0 predicts
+        the token after root, row i + 1 the token after node i."""
+        if tree.is_chain:
+            return self.forward([int(root)] + list(tree.tokens))
+        return self.forward_tree([int(root)] + list(tree.tokens), tree.parents)
+
+    def keep(self, tree, path: list[int]) -> None:
+        """After verify(): keep the root and the accepted path (node indices)."""
+        if tree.is_chain:
+            self.trim(len(tree) - len(path))
+        else:
+            self.accept_tree([0] + [i + 1 for i in path])
 
     def trim(self, n: int) -> None:
         """Drop the last n tokens from the cache (rejected drafts)."""

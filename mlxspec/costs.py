@@ -1,0 +1,103 @@
+"""The cost of a target forward of n tokens relative to one token, measured on the
+machine it runs on and cached per model, backend and dtype.
+
+On a CPU with a fast BLAS a forward of a few tokens costs little more than one (the
+weights are read once); with quantized matmuls on a CPU n tokens cost n times one; on
+a GPU the curve is flat far longer. The governor sizes drafts from this curve.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+SIZES = (1, 2, 4, 8, 12)
+
+
+class CostModel:
+    def __init__(self, ratios: dict[int, float]):
+        pts = sorted((int(n), float(r)) for n, r in ratios.items())
+        if not pts or pts[0][0] != 1:
+            raise ValueError("a cost model needs the cost of one token")
+        self.points = [(1, 1.0)] + [(n, max(r, 1.0)) for n, r in pts[1:]]
+
+    @classmethod
+    def default(cls) -> "CostModel":
+        """Until measured: a curve between a CPU's and a GPU's, so that drafting starts
+        and is measured."""
+        return cls({1: 1.0, 2: 1.1, 4: 1.2, 8: 1.4, 12: 1.6})
+
+    def ratio(self, n: int) -> float:
+        pts = self.points
+        if n <= 1:
+            return 1.0
+        for (n0, r0), (n1, r1) in zip(pts, pts[1:]):
+            if n <= n1:
+                return r0 + (r1 - r0) * (n - n0) / (n1 - n0)
+        if len(pts) == 1:
+            return float(n)
+        (n0, r0), (n1, r1) = pts[-2], pts[-1]
+        return r1 + (r1 - r0) / (n1 - n0) * (n - n1)
+
+    def to_json(self) -> dict:
+        return {str(n): round(r, 4) for n, r in self.points}
+
+
+def measure(runner, token: int, sizes=SIZES) -> tuple[CostModel, float]:
+    """Time forwards of n copies of `token` appended to the runner's cache (each one
+    trimmed again); returns the cost model and the seconds of a one-token forward."""
+    def timed(n: int) -> float:
+        t0 = time.perf_counter()
+        runner.forward([token] * n)
+        dt = time.perf_counter() - t0
+        runner.trim(n)
+        return dt
+
+    timed(1)  # warm
+    one = min(timed(1), timed(1))
+    ratios = {n: timed(n) / one for n in sizes if n > 1}
+    ratios[1] = 1.0
+    # Measured noise must not make a longer forward look cheaper than a shorter one.
+    model = CostModel(ratios)
+    fixed, last = {}, 1.0
+    for n, r in model.points:
+        last = max(last, r)
+        fixed[n] = last
+    return CostModel(fixed), one
+
+
+_MEMORY: dict = {}
+
+
+def cached(key: str, path: Optional[Path]) -> Optional[CostModel]:
+    if key in _MEMORY:
+        return _MEMORY[key]
+    if path is not None and path.is_file():
+        try:
+            data = json.loads(path.read_text()).get(key)
+            if data:
+                _MEMORY[key] = CostModel({int(n): float(r) for n, r in data.items()})
+                return _MEMORY[key]
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+    return None
+
+
+def remember(key: str, model: CostModel, path: Optional[Path]) -> None:
+    _MEMORY[key] = model
+    if path is None:
+        return
+    from mlxspec.atomic import atomic_write_text
+
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    data[key] = model.to_json()
+    try:
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a read-only model folder: measure again next time

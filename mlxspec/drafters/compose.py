@@ -1,0 +1,68 @@
+"""A drafter with branch sources: the drafter's own guesses plus tokens copied from the
+context (lookup.py) and retrieved from the target's earlier replies (reply_store.py),
+merged into one draft tree (a trie: a branch that repeats a guess adds no node).
+
+The branches cost no draft step; they take verification slots, so they are asked for
+first and the drafter's own tree gets the slots they leave (at least _MIN_OWN_NODES).
+With no drafter of its own the composition is prompt-lookup decoding (`--draft lookup`).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from mlxspec.drafters.base import Drafter
+from mlxspec.tree import DraftTree
+
+DEFAULT_TREE_NODES = 8  # verified nodes per round (a forward of ~9 tokens)
+_MIN_OWN_NODES = 3
+
+
+class Composite(Drafter):
+    def __init__(self, primary: Optional[Drafter], branches: Sequence[Drafter],
+                 max_nodes: int = DEFAULT_TREE_NODES, label: Optional[str] = None):
+        if primary is None and not branches:
+            raise ValueError("a composite drafter needs a drafter or a branch source")
+        self.primary = primary
+        self.branches = list(branches)
+        self.max_nodes = max_nodes
+        parts = ([primary.name] if primary else []) + [b.name for b in self.branches]
+        self.name = label or "+".join(parts)
+
+    @property
+    def parts(self) -> list[Drafter]:
+        return ([self.primary] if self.primary else []) + self.branches
+
+    def make_runner(self, model):
+        return self.primary.make_runner(model) if self.primary else super().make_runner(model)
+
+    def reset(self, tokens, runner) -> None:
+        for d in self.parts:
+            d.reset(tokens, runner)
+
+    def extend(self, tokens) -> None:
+        for d in self.parts:
+            d.extend(tokens)
+
+    def accept(self, kept, next_token) -> None:
+        for d in self.parts:
+            d.accept(kept, next_token)
+
+    def propose(self, k, params, rng, max_nodes: Optional[int] = None) -> DraftTree:
+        budget = self.max_nodes if max_nodes is None else max_nodes
+        found = [b.propose(k, params, rng).tokens for b in self.branches]
+        found = [f for f in found if f]
+        if self.primary is None:
+            tree = DraftTree()
+        else:
+            own = max(_MIN_OWN_NODES, budget - max(map(len, found), default=0))
+            tree = self.primary.propose(k, params, rng, max_nodes=own)
+        for branch in found:
+            tree = tree.add_branch(branch, max_new=max(0, budget - len(tree)))
+        return tree
+
+    @property
+    def vocab_size_in_use(self):
+        return self.primary.vocab_size_in_use if self.primary else None
+
+    def memory_bytes(self) -> int:
+        return sum(d.memory_bytes() for d in self.parts)
