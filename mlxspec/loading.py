@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from mlxspec.errors import HeadLoadError, MlxspecError, ModelLoadError, TokenizerMismatchError, first_line
+from mlxspec.errors import (HeadLoadError, MlxspecError, ModelLoadError, ModelNotFoundError,
+                             TokenizerMismatchError, first_line)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 log = logging.getLogger("mlxspec")
@@ -30,7 +31,10 @@ def load_model(spec: Optional[str]) -> LoadedModel:
     """Registry name, local folder or hub id -> model in the backend's fast dtype."""
     from mlxspec.hub import store
 
-    spec = spec or DEFAULT_MODEL
+    if spec is None:
+        spec = DEFAULT_MODEL
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelNotFoundError("the model name is empty")
     path = store.resolve_model(spec)
     store.check_model_dir(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder must never reach out
@@ -141,6 +145,8 @@ def _auto_drafter(target: LoadedModel):
 
 
 def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True):
+    if draft is not None and (not isinstance(draft, str) or not draft.strip()):
+        raise ModelNotFoundError("the draft name is empty (use none for no drafter)")
     choice = (draft or "none").strip()
     if choice == "none":
         return None

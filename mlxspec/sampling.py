@@ -31,19 +31,25 @@ class SamplingParams:
         return self.temp == 0.0
 
     def validated(self) -> "SamplingParams":
-        if not isinstance(self.temp, (int, float)) or math.isnan(self.temp) or self.temp < 0:
-            raise InvalidParameterError(f"temperature must be >= 0, got {self.temp}")
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        if not number(self.temp) or self.temp < 0:
+            raise InvalidParameterError(f"temperature must be a number >= 0, got {self.temp!r}")
+        if 0 < self.temp < 1e-6:  # 1/temp overflows the sampler: say greedy
+            raise InvalidParameterError(f"temperature {self.temp!r} is too small (use 0 for greedy)")
         if self.temp > 100:
             raise InvalidParameterError(f"temperature {self.temp} is absurd (use 0-2)")
-        if not 0.0 < self.top_p <= 1.0:
-            raise InvalidParameterError(f"top-p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise InvalidParameterError(f"top-k must be >= 0, got {self.top_k}")
+        if not number(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise InvalidParameterError(f"top-p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise InvalidParameterError(f"top-k must be an integer >= 0, got {self.top_k!r}")
         rp = self.repetition_penalty
-        if rp is not None and not (0.0 < rp <= 10.0):
-            raise InvalidParameterError(f"repetition penalty must be in (0, 10], got {rp}")
-        if self.repetition_context_size < 1:
-            raise InvalidParameterError("repetition context size must be >= 1")
+        if rp is not None and (not number(rp) or not (1e-6 <= rp <= 10.0)):
+            raise InvalidParameterError(f"repetition penalty must be in [1e-6, 10], got {rp!r}")
+        if isinstance(self.repetition_context_size, bool) or not isinstance(self.repetition_context_size, int) \
+                or self.repetition_context_size < 1:
+            raise InvalidParameterError("repetition context size must be an integer >= 1")
         return replace(self, temp=float(self.temp), top_p=float(self.top_p))
 
 

@@ -149,7 +149,7 @@ def test_context_limit_is_enforced(target):
     with pytest.raises(InvalidParameterError, match="context"):
         list(engine.stream(list(range(20)), SamplingParams(), max_tokens=4))
     out = list(engine.stream(list(range(10)), SamplingParams(), max_tokens=100))
-    assert len(out) <= 6
+    assert len(out) == 6 and out[-1].finish_reason == "length"
 
 
 @pytest.mark.parametrize("bad", [dict(max_tokens=0), dict(max_tokens=-3), dict(num_draft=-1)])
@@ -171,3 +171,26 @@ def test_prefill_logits_equal_full_forward(arch):
     full = model(mx.array(prompt)[None], cache=make_prompt_cache(model))[0, -1]
     got = TargetRunner(model).prefill(prompt, chunk_size=10)
     np.testing.assert_allclose(np.array(got), np.array(full), atol=1e-4)
+
+
+@pytest.mark.parametrize("model,draft", [("", "none"), ("   ", "none"), (None, ""), (None, "  ")])
+def test_blank_model_or_draft_names_are_refused(model, draft):
+    """A blank name is a mistake, not a request for the default model or no drafter."""
+    from mlxspec.errors import ModelNotFoundError
+    from mlxspec.loading import build_drafter, load_model
+
+    with pytest.raises(ModelNotFoundError, match="empty"):
+        if model is not None:
+            load_model(model)
+        else:
+            build_drafter(None, draft)
+
+
+def test_non_finite_logits_at_the_first_step_name_the_model(target):
+    import mlx.core as mx
+    from mlxspec.errors import ModelLoadError
+
+    broken = tiny_model(V, layers=2, hidden=32, seed=9)
+    broken.update({"model": {"norm": {"weight": mx.full(broken.model.norm.weight.shape, float("nan"))}}})
+    with pytest.raises(ModelLoadError, match="'tiny'.*non-finite"):
+        list(Engine(broken, CharTokenizer(V), model_name="tiny").stream([1, 2], SamplingParams(), max_tokens=4))

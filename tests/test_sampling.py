@@ -332,8 +332,10 @@ def test_probs_respect_top_k_and_top_p():
     assert p[0] < probs_from_logits(logits, [], SamplingParams(temp=1.0))[0]
 
 
-@pytest.mark.parametrize("kw", [dict(temp=-0.1), dict(temp=float("nan")), dict(top_p=0.0),
-                                dict(top_p=1.5), dict(top_k=-1), dict(repetition_penalty=0.0)])
+@pytest.mark.parametrize("kw", [dict(temp=-0.1), dict(temp=float("nan")), dict(temp=float("inf")), dict(temp=1e-320),
+                                dict(top_p=0.0), dict(top_p=1.5), dict(top_p=float("nan")), dict(top_k=-1),
+                                dict(top_k=True), dict(repetition_penalty=0.0), dict(repetition_penalty=1e-320),
+                                dict(repetition_penalty=float("inf")), dict(temp="1")])
 def test_invalid_sampling_params(kw):
     from mlxspec.errors import InvalidParameterError
 

@@ -47,7 +47,7 @@ def describe_error(exc: BaseException, what: str = "generation failed") -> str:
     """A one-line message for the user: no traceback."""
     if isinstance(exc, MlxspecError):
         return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, MemoryError) or "memory" in text.lower():
         return f"out of memory: {text} — try a smaller model or fewer max tokens"
     return f"{what}: {type(exc).__name__}: {text}"

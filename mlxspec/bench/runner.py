@@ -105,9 +105,9 @@ def mlx_lm_method(name: str, model, tokenizer, draft_model=None, num_draft: int 
 
     nbytes = 0
     if draft_model is not None:
-        from mlx.utils import tree_flatten
+        from mlxspec.runtime.weights import param_bytes
 
-        nbytes = sum(v.nbytes for _, v in tree_flatten(draft_model.parameters()))
+        nbytes = param_bytes(draft_model)
     return Method(name, stream, "mlx-lm", draft_bytes=nbytes, draft_k=num_draft, notes=counted)
 
 

@@ -27,9 +27,9 @@ class ModelDrafter(Drafter):
         self._cached: list[int] = []  # tokens whose KV is in the draft's cache
 
     def memory_bytes(self) -> int:
-        from mlx.utils import tree_flatten
+        from mlxspec.runtime.weights import param_bytes
 
-        return sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
+        return param_bytes(self.model)
 
     # -- sequence bookkeeping --------------------------------------------------------
     def reset(self, tokens: list[int], runner=None) -> None:

@@ -97,7 +97,9 @@ class DraftHead(nn.Module):
         return sum(v.size for _, v in tree_flatten(self.parameters()))
 
     def nbytes(self) -> int:
-        return sum(v.nbytes for _, v in tree_flatten(self.parameters()))
+        from mlxspec.runtime.weights import param_bytes
+
+        return param_bytes(self)
 
 
 def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: float = 1.0,

@@ -105,3 +105,10 @@ class RowView:
         if isinstance(ids, (int, np.integer)):
             return HeadRows(self._layer, [int(ids)]).dense()[0]
         return HeadRows(self._layer, ids).dense()
+
+
+def param_bytes(module) -> int:
+    """Bytes of a module's parameters (quantized weights, scales and biases included)."""
+    from mlx.utils import tree_flatten
+
+    return sum(v.nbytes for _, v in tree_flatten(module.parameters()))
