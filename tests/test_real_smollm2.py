@@ -72,3 +72,35 @@ def test_sampling_runs_on_real_model(smol, noisy_draft):
                   num_draft=4, draft_name="noisy", adaptive=False, max_context=smol.max_context)
     out = _tokens(spec, PROMPTS[1], n=32, temp=0.8, top_p=0.95)
     assert len(out) > 0 and out[-1].stats.drafted > 0
+
+
+EDIT_PROMPT = ("Repeat this code exactly, with `total` renamed to `acc`:\n"
+               "def add_all(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total\n")
+
+
+@pytest.mark.parametrize("fmt", ["float32", "q4"])
+def test_prompt_lookup_equals_plain_on_real_model(smol, fmt):
+    """`--draft lookup` on the real model, as pulled and as a 4-bit copy quantized here
+    with mlx-lm's own quantizer: greedy output equals plain decoding, and copied
+    tokens were accepted."""
+    import copy
+
+    from mlxspec.drafters.compose import Composite
+    from mlxspec.drafters.lookup import LookupDrafter
+    from mlxspec.engine import Engine
+    from tiny import quantize
+
+    model = smol.model
+    if fmt == "q4":
+        model = quantize(copy.deepcopy(smol.model), 4, group_size=64)
+    accepted = 0
+    prompts = PROMPTS + [EDIT_PROMPT] if fmt == "float32" else [PROMPTS[1], EDIT_PROMPT]  # 4-bit is slow here
+    for prompt in prompts:
+        plain = Engine(model, smol.tokenizer, max_context=smol.max_context)
+        spec = Engine(model, smol.tokenizer, Composite(None, [LookupDrafter()], label="lookup"),
+                      max_context=smol.max_context, adaptive=False)
+        ref = [r.token for r in _tokens(plain, prompt)]
+        out = _tokens(spec, prompt)
+        assert [r.token for r in out] == ref
+        accepted += out[-1].stats.accepted
+    assert accepted > 0

@@ -34,7 +34,10 @@ def format_stats(last, engine, no_drafter: bool = False) -> str:
         f"draft {s.method}" + (" (--num-draft 0: no drafter loaded)" if no_drafter else ""),
     ]
     if s.rounds:
-        parts += [f"acceptance {s.acceptance_rate:.0%}", f"mean accepted length {s.mean_accepted_length:.2f}"]
+        parts += [f"{s.accepted} of {s.drafted} drafted tokens accepted ({s.acceptance_rate:.0%})",
+                  f"{s.rounds} rounds", f"mean accepted length {s.mean_accepted_length:.2f}"]
+    elif s.method != "plain":
+        parts.append("no drafts this reply (speculation would not pay here)")
     if s.draft_vocab:
         parts.append(f"draft vocab {s.draft_vocab}")
     parts.append(f"peak memory {last.peak_memory:.2f} GB")
