@@ -47,6 +47,8 @@ class HeadTargetRunner(TargetRunner):
         self._feats_base = 0
         self._tree = None  # (start, layer-k states, final states) of an unaccepted tree
         self.reused = 0  # tokens whose lower layers forward() did not recompute
+        # optional recorder(start, h_low, hn) of every _rebuild_head (mlxspec.adapt.buffer)
+        self.recorder = None
 
     # -- lower half (layers 0..k-1 + head) ---------------------------------------------
     def _lower(self, tokens: list[int]) -> mx.array:
@@ -191,6 +193,8 @@ class HeadTargetRunner(TargetRunner):
             feat = mx.concatenate([prev, hn[:, :-1]], axis=1)
         self.head(h_low, feat, create_attention_mask(h_low, self.head_cache), self.head_cache)
         self._feats, self._feats_base = hn[0], start
+        if self.recorder is not None:
+            self.recorder(start, h_low, hn)
 
     def _hidden_last(self, tokens: list[int], project: bool = False) -> mx.array:
         # Prefill must fill the head's cache too, so it goes through forward().
