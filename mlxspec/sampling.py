@@ -15,6 +15,7 @@ import numpy as np
 
 from mlxspec.errors import InvalidParameterError
 
+TINY = 1e-6  # smallest positive temperature / repetition penalty
 _TOP_P_CANDIDATES = 4096  # sort only this many before falling back to a full sort
 
 
@@ -34,10 +35,12 @@ class SamplingParams:
         def number(x) -> bool:
             return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
-        if not number(self.temp) or self.temp < 0:
-            raise InvalidParameterError(f"temperature must be a number >= 0, got {self.temp!r}")
-        if 0 < self.temp < 1e-6:  # 1/temp overflows the sampler: say greedy
-            raise InvalidParameterError(f"temperature {self.temp!r} is too small (use 0 for greedy)")
+        if not number(self.temp):
+            raise InvalidParameterError(f"temperature must be a finite number, got {self.temp!r}")
+        if self.temp < 0:
+            raise InvalidParameterError(f"temperature must be >= 0, got {self.temp!r}")
+        if 0 < self.temp < TINY:  # dividing logits by a denormal overflows the sampler
+            raise InvalidParameterError(f"temperature must be 0 (greedy) or at least {TINY:g}, got {self.temp!r}")
         if self.temp > 100:
             raise InvalidParameterError(f"temperature {self.temp} is absurd (use 0-2)")
         if not number(self.top_p) or not 0.0 < self.top_p <= 1.0:
@@ -45,8 +48,12 @@ class SamplingParams:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise InvalidParameterError(f"top-k must be an integer >= 0, got {self.top_k!r}")
         rp = self.repetition_penalty
-        if rp is not None and (not number(rp) or not (1e-6 <= rp <= 10.0)):
-            raise InvalidParameterError(f"repetition penalty must be in [1e-6, 10], got {rp!r}")
+        if rp is not None and not number(rp):
+            raise InvalidParameterError(f"repetition penalty must be a finite number, got {rp!r}")
+        if rp is not None and rp < TINY:
+            raise InvalidParameterError(f"repetition penalty must be at least {TINY:g}, got {rp!r}")
+        if rp is not None and rp > 10.0:
+            raise InvalidParameterError(f"repetition penalty must be at most 10, got {rp!r}")
         if isinstance(self.repetition_context_size, bool) or not isinstance(self.repetition_context_size, int) \
                 or self.repetition_context_size < 1:
             raise InvalidParameterError("repetition context size must be an integer >= 1")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
 import time
@@ -83,7 +82,6 @@ def read_stdin() -> tuple[str, bool]:
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding range; what other tools accept
 NUM_DRAFT_MAX = 64  # the engine's limit
 MAX_TOKENS_MAX = 1_000_000  # the engine's limit
-TINY = 1e-6  # smallest positive temperature / repetition penalty
 NAME_MAX = 4096  # PATH_MAX: a longer model name is junk
 
 
@@ -93,15 +91,7 @@ def check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num
     from mlxspec.errors import InvalidParameterError
     from mlxspec.sampling import SamplingParams
 
-    for label, v in (("temperature", temp), ("top-p", top_p), ("repetition penalty", repetition_penalty)):
-        if v is not None and not math.isfinite(v):
-            raise InvalidParameterError(f"{label} must be a finite number, got {v}")
-    SamplingParams(temp, top_p, top_k, repetition_penalty).validated()
-    # Dividing logits by a denormal overflows to inf/NaN in the sampler.
-    if 0 < temp < TINY:
-        raise InvalidParameterError(f"temperature must be 0 (greedy) or at least {TINY:g}, got {temp}")
-    if repetition_penalty is not None and repetition_penalty < TINY:
-        raise InvalidParameterError(f"repetition penalty must be at least {TINY:g}, got {repetition_penalty}")
+    SamplingParams(temp, top_p, top_k, repetition_penalty).validated()  # the engine's own check, early
     if not 0 < max_tokens <= MAX_TOKENS_MAX:
         raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_MAX}, got {max_tokens}")
     if seed is not None and not 0 <= seed <= SEED_MAX:
