@@ -84,6 +84,7 @@ def _register():
         chat_cmd,
         doctor_cmd,
         generate_cmd,
+        head_cmd,
         models_cmd,
         train_cmd,
     )
@@ -94,6 +95,7 @@ def _register():
     cli.add_command(doctor_cmd.doctor)
     cli.add_command(chat_cmd.chat)
     cli.add_command(train_cmd.train_head)
+    cli.add_command(head_cmd.head)
 
 
 _register()
