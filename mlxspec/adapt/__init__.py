@@ -39,6 +39,7 @@ class Adapter:
         self.counters = counters
         self.vocab_mode, self.eos_ids = vocab_mode, [int(t) for t in eos_ids]
         self.buffer = StateBuffer(cap_bytes, vocab_size=lm.vocab_size)
+        self._fed = 0  # buffer.tokens_seen already added to counters.tokens_seen
         if counts is not None and np.shape(counts) == (lm.vocab_size,):
             self.buffer.counts = TokenCounts(lm.vocab_size, values=counts)
         self.trainer = OnlineTrainer(model, head, self.buffer, self.ranking[: self.core_size], settings,
@@ -106,7 +107,7 @@ class Adapter:
 
     def save(self) -> Path:
         c = self.counters
-        c.tokens_seen += self.buffer.tokens_seen - getattr(self, "_fed", 0)
+        c.tokens_seen += self.buffer.tokens_seen - self._fed
         self._fed = self.buffer.tokens_seen
         c.steps = self.trainer.steps
         c.buffer = self.buffer.summary()
