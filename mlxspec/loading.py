@@ -92,6 +92,31 @@ def _head_drafter(target: LoadedModel, required: bool, **kwargs):
         return None
 
 
+def adapt_wanted(adapt: Optional[bool]) -> bool:
+    """Adaptation is on unless turned off (adapt=False, or MLXSPEC_ADAPT=0 for front ends
+    that pass no option through, e.g. chat)."""
+    if adapt is None:
+        return os.environ.get("MLXSPEC_ADAPT", "1").strip().lower() not in ("0", "false", "no", "off")
+    return bool(adapt)
+
+
+def _adaptive_drafter(target: LoadedModel, required: bool):
+    """The head that learns from every reply: the model's adapted head, else its newest
+    trained head, else a new one from the target's own layer (issue 15)."""
+    from mlxspec.adapt import Adapter
+    from mlxspec.drafters.adaptive import AdaptiveHeadDrafter
+    from mlxspec.runtime.layered import UnsupportedArchitectureError
+
+    try:
+        adapter = Adapter.open(target.model, target.path, target.tokenizer)
+        return AdaptiveHeadDrafter(target.model, adapter, vocab_mode=adapter.vocab_mode)
+    except (HeadLoadError, UnsupportedArchitectureError, ValueError) as exc:
+        if required:
+            raise HeadLoadError(first_line(exc)) from None
+        log.warning("adapting head unusable (%s); using another drafter", first_line(exc))
+        return None
+
+
 def _model_drafter(target: LoadedModel, spec: str):
     from mlxspec.drafters.draft_model import ModelDrafter
 
@@ -132,7 +157,7 @@ def with_branches(target: LoadedModel, primary, lookup: bool = True, store: bool
     return Composite(primary, branches, label=primary.name + "+" + "+".join(b.name for b in branches))
 
 
-def _auto_drafter(target: LoadedModel):
+def _auto_drafter(target: LoadedModel, adapt: bool = False):
     """The fastest drafter we have measured for this target: its registry draft partner
     when installed, else a trained head, else prompt lookup (no model, no training)."""
     partner = _suggested_draft(target.name)
@@ -141,10 +166,19 @@ def _auto_drafter(target: LoadedModel):
             return _model_drafter(target, partner)
         except MlxspecError as exc:
             log.info("suggested draft model unavailable (%s)", exc)
+    if adapt and _has_head(target):
+        return _adaptive_drafter(target, required=False)
     return _head_drafter(target, required=False)
 
 
-def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True):
+def _has_head(target: LoadedModel) -> bool:
+    from mlxspec.drafters import head
+
+    return bool(head.find_heads(target.path))
+
+
+def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True,
+                  adapt: Optional[bool] = None):
     if draft is not None and (not isinstance(draft, str) or not draft.strip()):
         raise ModelNotFoundError("the draft name is empty (use none for no drafter)")
     choice = (draft or "none").strip()
@@ -153,9 +187,9 @@ def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True
     if choice == "lookup":
         return with_branches(target, None)
     if choice == "auto":
-        primary = _auto_drafter(target)
+        primary = _auto_drafter(target, adapt_wanted(adapt))
     elif choice == "head":
-        primary = _head_drafter(target, required=True)
+        primary = _adaptive_drafter(target, True) if adapt_wanted(adapt) else _head_drafter(target, required=True)
     else:
         primary = _model_drafter(target, choice)
     return with_branches(target, primary, lookup=lookup)
@@ -181,13 +215,13 @@ def bench_variants(target: LoadedModel) -> dict:
 
 
 def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", lookup: bool = True,
-                **engine_kwargs):
+                adapt: Optional[bool] = None, **engine_kwargs):
     from mlxspec.engine import Engine
 
     target = load_model(model)
     if engine_kwargs.get("num_draft") == 0:
         draft = "none"  # no drafts: load no drafter
-    drafter = build_drafter(target, draft, lookup=lookup)
+    drafter = build_drafter(target, draft, lookup=lookup, adapt=adapt)
     return Engine(
         target.model,
         target.tokenizer,

@@ -77,6 +77,7 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
     events = iter(events)
     produced, last_round = 0, -1
     t_gen = prompt_tps = None
+    ended = False  # the reply reached its end (not cancelled): the drafter may learn from it
     try:
         for ev in events:
             if t_gen is None:  # the first event comes after the prefill
@@ -104,14 +105,17 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
                     peak_memory=mx.get_peak_memory() / 1e9, stats=stats, finish_reason=finish)
 
             if ev.token in eos:
+                ended = True
                 yield respond(stops.flush(detok), "stop")
                 return
             detok.add_token(ev.token)
             text, hit = stops.feed(detok.last_segment)
             if hit:
+                ended = True
                 yield respond(text, "stop")
                 return
             if ev.last:  # the engine's limit: max tokens or the context's end
+                ended = True
                 yield respond(text + stops.flush(detok), "length")
                 return
             yield respond(text, None)
@@ -119,3 +123,6 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
         close = getattr(events, "close", None)
         if close:
             close()
+        end_reply = getattr(getattr(engine, "drafter", None), "end_reply", None)
+        if ended and end_reply is not None and stats.method != "plain":
+            end_reply(stats, engine.prefill_stats[1] + time.perf_counter() - t_gen)

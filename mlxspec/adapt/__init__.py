@@ -105,6 +105,17 @@ class Adapter:
             return self.ranking
         return counts.rerank(self.ranking, self.core_size, always=self.eos_ids)
 
+    def set_core(self, core_ids) -> None:
+        """The drafter's core changed (re-ranked): train the KL term on the same rows."""
+        import mlx.core as mx
+
+        t = self.trainer
+        t.core_ids = np.asarray(core_ids, dtype=np.int32)
+        t.core_w = t.W[mx.array(t.core_ids)].astype(mx.float32)
+        mx.eval(t.core_w)
+        for ch in self.buffer.chunks:
+            ch.conf = None  # confidences were over the old core
+
     def save(self) -> Path:
         c = self.counters
         c.tokens_seen += self.buffer.tokens_seen - self._fed

@@ -48,6 +48,10 @@ class Drafter:
         """Tokens were appended without a draft."""
         raise NotImplementedError
 
+    def end_reply(self, stats, seconds: float) -> None:
+        """A reply ended (its SpecStats and seconds): a drafter that learns (adaptive.py)
+        trains here, within a budget. Called by response.responses."""
+
     @property
     def vocab_size_in_use(self) -> Optional[int]:
         """Size of the vocabulary the drafter predicts over (pruned heads)."""

@@ -47,6 +47,10 @@ class Composite(Drafter):
         for d in self.parts:
             d.accept(kept, next_token)
 
+    def end_reply(self, stats, seconds) -> None:
+        for d in self.parts:
+            d.end_reply(stats, seconds)
+
     def propose(self, k, params, rng, max_nodes: Optional[int] = None) -> DraftTree:
         budget = self.max_nodes if max_nodes is None else max_nodes
         found = [b.propose(k, params, rng).tokens for b in self.branches]
