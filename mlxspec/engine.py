@@ -180,7 +180,7 @@ class Engine:
         gov = self._governor_for(k0, params.greedy) if use_drafter else None
         self.governor = gov
         if use_drafter:
-            self._ensure_costs(gov, nxt)
+            self._ensure_costs(gov, prompt)
             self.drafter.reset(list(seq), self.runner)
         self.prefill_stats = (len(prompt), time.perf_counter() - t0)
         yield TokenEvent(nxt, False, -1, last=max_tokens == 1)
@@ -222,8 +222,9 @@ class Engine:
         self._cached = list(prompt)
         return np.array(logits)
 
-    def _ensure_costs(self, gov: Governor, token: int) -> None:
-        """The cost model of this target here: cached, or measured once now."""
+    def _ensure_costs(self, gov: Governor, prompt: list[int]) -> None:
+        """The cost model of this target here: cached, or measured once now (on a runner
+        of its own over the prompt's tail, so the reply's caches are left as they are)."""
         if not self.adaptive:
             return
         if self.cost is None:
@@ -231,14 +232,13 @@ class Engine:
             mem_key = f"{id(self.model)}|{key}"
             self.cost = costs.cached(mem_key, None) or costs.cached(key, self.cost_path)
             if self.cost is None:
-                self.cost, one = costs.measure(self.runner, token)
+                probe = TargetRunner(self.model)
+                probe.prefill(prompt[-32:])
+                self.cost, one = costs.measure(probe, prompt[-1])
                 self.plain_step_s = self.plain_step_s or one
                 costs.remember(key, self.cost, self.cost_path)
             costs.remember(mem_key, self.cost, None)
-        gov.cost = self.cost
-        if gov.plain_step_s is None and self.plain_step_s:
-            gov.record_plain(self.plain_step_s)
-        gov._resize()
+        gov.set_costs(self.cost, self.plain_step_s)
 
     def _governor_for(self, k0: int, greedy: bool) -> Governor:
         """One governor per draft length and decoding mode, kept across calls, so what it

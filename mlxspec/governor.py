@@ -110,6 +110,14 @@ class Governor:
         self._judge()
         self._resize()
 
+    def set_costs(self, cost: CostModel, plain_step_s: Optional[float] = None) -> None:
+        """The measured cost curve (and a one-token step's seconds, if nothing was
+        measured here yet)."""
+        self.cost = cost
+        if self.plain_step_s is None and plain_step_s:
+            self.record_plain(plain_step_s)
+        self._resize()
+
     def _resize(self) -> None:
         if self.adaptive:
             self.k = self._best_depth()[0]
