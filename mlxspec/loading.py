@@ -189,6 +189,13 @@ def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True
     if choice == "auto":
         primary = _auto_drafter(target, adapt_wanted(adapt))
     elif choice == "head":
+        from mlxspec.runtime.layered import UnsupportedArchitectureError, check_architecture
+
+        try:
+            check_architecture(target.model)
+        except UnsupportedArchitectureError as exc:  # drafters that need no model internals still work
+            log.warning("%s; drafting with prompt lookup instead", exc)
+            return with_branches(target, None)
         primary = _adaptive_drafter(target, True) if adapt_wanted(adapt) else _head_drafter(target, required=True)
     else:
         primary = _model_drafter(target, choice)

@@ -194,3 +194,21 @@ def test_non_finite_logits_at_the_first_step_name_the_model(target):
     broken.update({"model": {"norm": {"weight": mx.full(broken.model.norm.weight.shape, float("nan"))}}})
     with pytest.raises(ModelLoadError, match="'tiny'.*non-finite"):
         list(Engine(broken, CharTokenizer(V), model_name="tiny").stream([1, 2], SamplingParams(), max_tokens=4))
+
+
+def test_head_on_an_unsupported_architecture_falls_back_to_lookup(monkeypatch):
+    """`--draft head` on an architecture without layer access: one warning line and a
+    drafter that needs no model internals (prompt lookup), still lossless."""
+    from mlxspec import loading
+
+    model = tiny_model(V, layers=2, hidden=32, seed=2)
+    model.model_type = "phi3"  # an architecture early-layer drafting does not support
+    monkeypatch.setattr(model.args, "model_type", "phi3", raising=False)
+    target = loading.LoadedModel("tiny", None, model, CharTokenizer(V), {"vocab_size": V})
+    warnings = []
+    monkeypatch.setattr(loading.log, "warning", lambda msg, *a: warnings.append(msg % a))
+    drafter = loading.build_drafter(target, "head")
+    assert drafter.name == "lookup" and len(warnings) == 1 and "'phi3' is not supported" in warnings[0]
+    prompt = [1, 2, 3, 4] * 3
+    ref = tokens_of(Engine(model, CharTokenizer(V)), prompt, n=20)
+    assert tokens_of(Engine(model, CharTokenizer(V), drafter, adaptive=False), prompt, n=20) == ref
