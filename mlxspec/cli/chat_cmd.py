@@ -1,6 +1,7 @@
 """`mlxspec chat`: the Textual chat app (mlxspec.tui), plus list/export of saved chats."""
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -21,8 +22,10 @@ from mlxspec.errors import InvalidParameterError
 @click.option("--list", "list_only", is_flag=True, help="List saved conversations and exit.")
 @click.option("--export", "export_id", metavar="ID", help="Export a saved conversation as Markdown and exit.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where --export writes (default: data dir).")
+@click.option("--adapt/--no-adapt", "adapt", default=None,
+              help="The draft head learns from every reply (default: on when a head drafts).")
 def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, list_only,
-         export_id, output):
+         export_id, output, adapt):
     """Chat with a model in the terminal; draft tokens and live speed are shown."""
     from mlxspec.tui.settings import ChatSettings
     from mlxspec.tui.store import ConversationStore
@@ -55,6 +58,9 @@ def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, l
         if model is None and conv.model:
             settings = settings.with_(model=conv.model)  # same model, so the turns make sense
     from mlxspec.tui.app import ChatApp
+
+    if adapt is not None:  # the app loads through mlxspec.load, which reads this
+        os.environ["MLXSPEC_ADAPT"] = "1" if adapt else "0"
 
     ChatApp(settings, conversation=conv, store=store).run()
 

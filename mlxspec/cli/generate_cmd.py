@@ -53,8 +53,11 @@ def format_stats(last, engine, no_drafter: bool = False) -> str:
               help="Wrap the prompt in the model's chat template.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document: text, tokens, stats.")
 @click.option("--stats", "show_stats", is_flag=True, help="Print generation stats to stderr.")
+@click.option("--adapt/--no-adapt", "adapt", default=None,
+              help="The draft head learns from this reply (default: on when a head drafts; "
+              "--draft head without a head starts one).")
 def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_penalty, seed,
-             num_draft, stop, chat_template, as_json, show_stats):
+             num_draft, stop, chat_template, as_json, show_stats, adapt):
     """Generate a completion for PROMPT (or stdin)."""
     import mlxspec
 
@@ -70,7 +73,7 @@ def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_pe
     no_drafter = num_draft == 0 and draft != "none"
     if no_drafter:
         draft = "none"  # plain decoding: loading a drafter would only cost time and memory
-    engine = mlxspec.load(model, draft)
+    engine = mlxspec.load(model, draft, adapt=adapt)
     extra = {}
     if accepts(mlxspec.stream_generate, "on_prefill"):
         extra["on_prefill"] = PrefillProgress()

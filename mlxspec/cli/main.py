@@ -80,6 +80,7 @@ def cli():
 
 def _register():
     from mlxspec.cli import (
+        adapt_cmd,
         bench_cmd,
         chat_cmd,
         doctor_cmd,
@@ -96,6 +97,7 @@ def _register():
     cli.add_command(chat_cmd.chat)
     cli.add_command(train_cmd.train_head)
     cli.add_command(head_cmd.head)
+    cli.add_command(adapt_cmd.adapt)
 
 
 _register()

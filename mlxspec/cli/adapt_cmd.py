@@ -1,0 +1,96 @@
+"""`mlxspec adapt`: generate replies to the user's own prompts and adapt the draft head on
+them (issue 15). Replies are not printed; progress with an ETA goes to stderr. The head is
+saved atomically after every update, so Ctrl-C (or a kill) keeps the last saved state."""
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from mlxspec.cli.common import check_name, setup_logging
+from mlxspec.errors import InvalidParameterError
+
+
+def _prompts(spec: str) -> dict:
+    if spec == "use-session":
+        from mlxspec.bench.use_session import session
+
+        return {f"{d}-{i + 1}": [{"role": "user", "content": p}] for i, (d, p) in enumerate(session())}
+    from mlxspec.bench.prompts import load_prompts
+
+    return load_prompts(spec)
+
+
+def adaptive_part(drafter):
+    """The adapting head inside a drafter (alone or composed with branch sources)."""
+    from mlxspec.drafters.adaptive import AdaptiveHeadDrafter
+
+    for d in (drafter, getattr(drafter, "primary", None)):
+        if isinstance(d, AdaptiveHeadDrafter):
+            return d
+    return None
+
+
+@click.command("adapt")
+@click.option("-m", "--model", default=None, help="Target model (default: smollm2-135m-instruct).")
+@click.option("--prompts", "prompt_spec", required=True, metavar="FILE|DIR|use-session",
+              help="Your prompts: a folder (one per file), a JSONL file of chats, or a text file of "
+              "blank-line-separated prompts; use-session: the built-in code/legal/medical session.")
+@click.option("-n", "--max-tokens", type=int, default=128, show_default=True, help="Most tokens per reply.")
+@click.option("--budget", type=float, default=1.0, show_default=True,
+              help="Training seconds per second of reply.")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Passes over the prompts.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+def adapt(model, prompt_spec, max_tokens, budget, epochs, as_json):
+    """Adapt MODEL's draft head on replies to your prompts (starting one if it has none)."""
+    import json
+    import math
+
+    import mlxspec
+    from mlxspec.hub.progress import Progress
+
+    setup_logging()
+    check_name(model, "model")
+    if max_tokens is None or not 1 <= max_tokens <= 100_000:
+        raise InvalidParameterError(f"--max-tokens must be in 1..100000, got {max_tokens}")
+    if not (math.isfinite(budget) and 0 < budget <= 100):
+        raise InvalidParameterError(f"--budget must be in (0, 100], got {budget}")
+    if not 1 <= epochs <= 1000:
+        raise InvalidParameterError(f"--epochs must be in 1..1000, got {epochs}")
+    chats = _prompts(prompt_spec)  # bad prompts fail before the model loads
+    engine = mlxspec.load(model, "head", adapt=True)
+    head = adaptive_part(engine.drafter)
+    if head is None:  # cannot happen with draft="head", adapt=True; say so rather than crash
+        raise InvalidParameterError("this model's drafter cannot adapt")
+    head.budget_fraction = budget
+    a = head.adapter
+    start = dict(updates=a.counters.updates, tokens=a.counters.tokens_seen, replies=len(a.counters.acceptance))
+    total = len(chats) * epochs
+    bar = Progress("adapting", total, "replies")
+    done, t0, interrupted = 0, time.perf_counter(), False
+    try:
+        for _ in range(epochs):
+            for msgs in chats.values():
+                for _r in mlxspec.stream_chat(engine, msgs, max_tokens=max_tokens):
+                    pass  # the reply's end runs one training slice (the drafter's end_reply)
+                done += 1
+                bar.update(done)
+    except KeyboardInterrupt:
+        interrupted = True
+    acc = a.counters.acceptance[start["replies"]:]
+    third = max(1, len(acc) // 3)
+    summary = {"model": engine.model_name, "replies": done, "updates": a.counters.updates - start["updates"],
+               "steps": a.trainer.steps, "seconds": round(time.perf_counter() - t0, 1),
+               "acceptance_first": round(sum(acc[:third]) / third, 4) if acc else None,
+               "acceptance_last": round(sum(acc[-third:]) / third, 4) if acc else None,
+               "head": str(a.model_dir / "heads" / "adapted.safetensors"), "interrupted": interrupted}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        trend = (f", acceptance {summary['acceptance_first']:.0%} -> {summary['acceptance_last']:.0%}"
+                 if acc else "")
+        click.echo(f"{done} replies, {summary['updates']} updates{trend}; head: {summary['head']}", err=True)
+    if interrupted:
+        click.echo("Interrupted: the head keeps its last saved state.", err=True)
+        sys.exit(130)
