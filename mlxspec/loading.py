@@ -166,15 +166,22 @@ def _auto_drafter(target: LoadedModel, adapt: bool = False):
             return _model_drafter(target, partner)
         except MlxspecError as exc:
             log.info("suggested draft model unavailable (%s)", exc)
-    if adapt and _has_head(target):
+    # A head trained up front (train-head), adapted further when adaptation is on. A head
+    # made only by adaptation is not used here: it was not measured to beat lookup (a new
+    # head starts near 0% acceptance, and a paused head pauses lookup's branches too).
+    trained = _trained_heads(target)
+    if not trained:
+        return None
+    if adapt:
         return _adaptive_drafter(target, required=False)
-    return _head_drafter(target, required=False)
+    return _head_drafter(target, required=False, head_path=trained[0])
 
 
-def _has_head(target: LoadedModel) -> bool:
+def _trained_heads(target: LoadedModel) -> list:
+    from mlxspec.adapt.state import ADAPTED
     from mlxspec.drafters import head
 
-    return bool(head.find_heads(target.path))
+    return [p for p in head.find_heads(target.path) if p.stem != ADAPTED]
 
 
 def build_drafter(target: LoadedModel, draft: Optional[str], lookup: bool = True,

@@ -146,7 +146,12 @@ def test_draft_head_without_a_head_starts_one(folder, monkeypatch):
         a = mlxspec.generate(eng, p, max_tokens=12, chat_template=False)
         assert a == mlxspec.generate(plain, p, max_tokens=12, chat_template=False)
     assert state.adapted_path(folder).is_file()  # the first run made a head
-    # auto now finds a head: it adapts it further; with adaptation off it loads it frozen
+    # auto ignores a head made only by adaptation (not shown to beat lookup) ...
+    assert mlxspec.load(str(folder), draft="auto").draft_name == "lookup"
+    # ... but adapts a trained head further; with adaptation off it loads it as it is
+    import shutil
+    for ext in (".safetensors", ".json"):
+        shutil.copy(state.adapted_path(folder).with_suffix(ext), folder / "heads" / f"trained{ext}")
     assert mlxspec.load(str(folder), draft="auto").draft_name.startswith("head:adapting")
     monkeypatch.setenv("MLXSPEC_ADAPT", "0")
-    assert mlxspec.load(str(folder), draft="auto").draft_name.startswith("head:adapted")
+    assert mlxspec.load(str(folder), draft="auto").draft_name.startswith("head:trained")
