@@ -177,12 +177,12 @@ class Engine:
         seq = list(prompt)
         nxt = self._pick(logits[None], seq, params, rng)
         seq.append(nxt)
+        self.prefill_stats = (len(prompt), time.perf_counter() - t0)
         gov = self._governor_for(k0, params.greedy) if use_drafter else None
         self.governor = gov
         if use_drafter:
-            self._ensure_costs(gov, prompt)
+            self._ensure_costs(gov, prompt)  # once per model here; not prefill time
             self.drafter.reset(list(seq), self.runner)
-        self.prefill_stats = (len(prompt), time.perf_counter() - t0)
         yield TokenEvent(nxt, False, -1, last=max_tokens == 1)
         produced, rounds = 1, 0
         while produced < max_tokens:
