@@ -86,7 +86,8 @@ def replay(engine, prompts: list[tuple[str, str]], max_tokens: int = 48,
 METHODS = ("plain", "lookup", "frozen", "adapting", "adapting+lookup")
 
 
-def engines(target, method: str, state_dir, budget: float = 0.10, lr: Optional[float] = None):
+def engines(target, method: str, state_dir, budget: float = 0.10, lr: Optional[float] = None,
+            governor: bool = True):
     """An engine for one method of the comparison; heads start from no head (a new head
     from the target's layer, its state under `state_dir`)."""
     from mlxspec.adapt import Adapter, AdaptSettings
@@ -104,7 +105,7 @@ def engines(target, method: str, state_dir, budget: float = 0.10, lr: Optional[f
                                       learn=method != "frozen", label=f"head:{method.split('+')[0]}")
         if method.endswith("+lookup"):
             drafter = with_branches(target, drafter, store=False)
-    return Engine(target.model, target.tokenizer, drafter, model_name=target.name,
+    return Engine(target.model, target.tokenizer, drafter, model_name=target.name, adaptive=governor,
                   max_context=target.max_context, cost_path=target.path / ".mlxspec-costs.json")
 
 
@@ -126,13 +127,15 @@ def main(argv=None) -> None:
     ap.add_argument("--budget", type=float, default=0.10, help="adaptation seconds per reply second")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--json", dest="out", default=None, help="write every row here")
+    ap.add_argument("--no-governor", dest="governor", action="store_false",
+                    help="draft every round (measures the head's acceptance on every reply)")
     a = ap.parse_args(argv)
     target = load_model(a.model)
     prompts = session(a.per_domain)
     result = {}
     for method in a.methods.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            eng = engines(target, method, Path(tmp), a.budget, a.lr)
+            eng = engines(target, method, Path(tmp), a.budget, a.lr, a.governor)
             t0 = time.perf_counter()
 
             def show(row, method=method):
