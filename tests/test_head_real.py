@@ -1,4 +1,6 @@
-"""The head drafter on the real smollm2-135m: lossless greedy, sampling runs, shipped head loads."""
+"""The head drafter on the real smollm2-135m: lossless greedy, sampling runs, and a real
+head made the way a user gets one (the first run of --draft head adapts a new head and
+saves it) loads from its file and stays lossless."""
 import numpy as np
 import pytest
 
@@ -56,3 +58,34 @@ def test_sampling_runs_real(target, drafter):
     ids = spec.encode_prompt(PROMPTS[0])
     out = list(spec.stream(ids, SamplingParams(temp=0.7, top_p=0.9), max_tokens=16, seed=1))
     assert len(out) >= 1 and out[-1].stats.drafted > 0
+
+
+def test_the_head_from_the_first_run_is_saved_loads_and_stays_lossless(tmp_path):
+    """Through the load path a user takes: `--draft head` on a model with no head starts
+    one and adapts it after each reply; the saved file is a real head that
+    load_head_drafter reads (it does not fall back to an untrained one)."""
+    import mlxspec
+    from mlxspec.drafters.head import find_heads, load_head_drafter
+    from mlxspec.engine import Engine
+    from mlxspec.sampling import SamplingParams
+
+    folder = tmp_path / "smol"
+    folder.mkdir()
+    for f in MODEL_DIR.iterdir():  # the model's own files; heads land in the temp copy
+        if f.is_file() and not f.name.startswith("."):
+            (folder / f.name).symlink_to(f)
+    engine = mlxspec.load(str(folder), draft="head", adapt=True)
+    plain = Engine(engine.model, engine.tokenizer)
+    for p in PROMPTS:
+        ids = plain.encode_prompt(p)
+        ref = [r.token for r in plain.stream(ids, SamplingParams(), max_tokens=16)]
+        assert [r.token for r in engine.stream(ids, SamplingParams(), max_tokens=16)] == ref
+    heads = find_heads(folder)
+    assert heads and heads[0].name == "adapted.safetensors"
+    loaded = load_head_drafter(engine.model, engine.tokenizer, folder)
+    assert loaded.name == "head:adapted"
+    spec = Engine(engine.model, engine.tokenizer, loaded, adaptive=False)
+    ids = spec.encode_prompt(PROMPTS[0])
+    out = list(spec.stream(ids, SamplingParams(), max_tokens=16))
+    assert [r.token for r in out] == [r.token for r in plain.stream(ids, SamplingParams(), max_tokens=16)]
+    assert out[-1].stats.rounds > 0
