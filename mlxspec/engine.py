@@ -263,7 +263,7 @@ class Engine:
         tree = self.drafter.propose(min(k, room - 1), params, rng)
         t_draft = time.perf_counter() - t0
         if not self.runner.supports_tree and not tree.is_chain:
-            tree = _first_chain(tree)
+            tree = tree.first_chain()
         slots = self.max_context - len(seq) if self.max_context else len(tree)
         tree = tree.cut(room - 1, slots)
         return (tree if len(tree) else None), t_draft
@@ -293,14 +293,3 @@ class Engine:
         seq.append(nxt)
         return kept + [nxt]
 
-
-def _first_chain(tree: DraftTree) -> DraftTree:
-    """The chain that follows each node's first child (for runners without trees)."""
-    keep, at = [], -1
-    while True:
-        nxt = next((i for i, p in enumerate(tree.parents) if p == at), None)
-        if nxt is None:
-            break
-        keep.append(nxt)
-        at = nxt
-    return DraftTree.chain([tree.tokens[i] for i in keep], [tree.q[i] for i in keep], min(tree.guessed, len(keep)))

@@ -78,6 +78,15 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
     produced, last_round = 0, -1
     t_gen = prompt_tps = None
     ended = False  # the reply reached its end (not cancelled): the drafter may learn from it
+    drafter = getattr(engine, "drafter", None)
+
+    def respond(ev, text, finish=None):
+        elapsed = max(time.perf_counter() - t_gen, 1e-9)
+        return GenerationResponse(
+            text=text, token=ev.token, from_draft=ev.from_draft, prompt_tokens=engine.prefill_stats[0],
+            prompt_tps=prompt_tps, generation_tokens=produced, generation_tps=produced / elapsed,
+            peak_memory=mx.get_peak_memory() / 1e9, stats=stats, finish_reason=finish)
+
     try:
         for ev in events:
             if t_gen is None:  # the first event comes after the prefill
@@ -93,36 +102,28 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
                 stats.rounds += 1
                 stats.drafted += ev.drafted
             stats.accepted += ev.from_draft
-            drafter = getattr(engine, "drafter", None)
             stats.draft_vocab = drafter.vocab_size_in_use if drafter is not None and stats.method != "plain" else None
             stats.fallback = engine.speculation_paused
 
-            def respond(text, finish=None):
-                elapsed = max(time.perf_counter() - t_gen, 1e-9)
-                return GenerationResponse(
-                    text=text, token=ev.token, from_draft=ev.from_draft, prompt_tokens=engine.prefill_stats[0],
-                    prompt_tps=prompt_tps, generation_tokens=produced, generation_tps=produced / elapsed,
-                    peak_memory=mx.get_peak_memory() / 1e9, stats=stats, finish_reason=finish)
-
             if ev.token in eos:
                 ended = True
-                yield respond(stops.flush(detok), "stop")
+                yield respond(ev, stops.flush(detok), "stop")
                 return
             detok.add_token(ev.token)
             text, hit = stops.feed(detok.last_segment)
             if hit:
                 ended = True
-                yield respond(text, "stop")
+                yield respond(ev, text, "stop")
                 return
             if ev.last:  # the engine's limit: max tokens or the context's end
                 ended = True
-                yield respond(text + stops.flush(detok), "length")
+                yield respond(ev, text + stops.flush(detok), "length")
                 return
-            yield respond(text, None)
+            yield respond(ev, text, None)
     finally:
         close = getattr(events, "close", None)
         if close:
             close()
-        end_reply = getattr(getattr(engine, "drafter", None), "end_reply", None)
+        end_reply = getattr(drafter, "end_reply", None)
         if ended and end_reply is not None and stats.method != "plain":
             end_reply(stats, engine.prefill_stats[1] + time.perf_counter() - t_gen)

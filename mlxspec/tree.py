@@ -55,6 +55,18 @@ class DraftTree:
         tokens, parents = add_branch(self.tokens, self.parents, [int(t) for t in branch], max_new)
         return DraftTree(tokens, parents, self.q + [None] * (len(tokens) - len(self.tokens)), self.guessed)
 
+    def first_chain(self) -> "DraftTree":
+        """The chain that follows each node's first child (for runners without trees)."""
+        keep, at = [], -1
+        while True:
+            nxt = next((i for i, p in enumerate(self.parents) if p == at), None)
+            if nxt is None:
+                break
+            keep.append(nxt)
+            at = nxt
+        return DraftTree.chain([self.tokens[i] for i in keep], [self.q[i] for i in keep],
+                               min(self.guessed, len(keep)))
+
     def cut(self, max_depth: int, max_nodes: int) -> "DraftTree":
         """Without nodes deeper than max_depth and past the first max_nodes that remain
         (a node is kept only with its parent)."""

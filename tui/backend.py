@@ -1,7 +1,6 @@
 """The real ChatBackend: an engine from `mlxspec.load`, driven through mlxspec's public API."""
 from __future__ import annotations
 
-import inspect
 from typing import Iterator, Optional
 
 from mlxspec.tui.contract import PrefillCallback
@@ -34,26 +33,8 @@ class MlxspecBackend:
                     on_prefill: Optional[PrefillCallback] = None) -> Iterator:
         import mlxspec
 
-        kw = dict(max_tokens=max_tokens, temp=temp, top_p=top_p, seed=seed)
-        if hasattr(mlxspec, "stream_chat"):
-            fn, prompt = mlxspec.stream_chat, messages
-        else:  # until mlxspec exports stream_chat: token ids from the model's chat template
-            from mlxspec.prompting import encode_chat
-
-            fn, prompt = mlxspec.stream_generate, encode_chat(self._engine.tokenizer, messages)
-        if on_prefill is not None and _accepts(fn, "on_prefill"):
-            kw["on_prefill"] = on_prefill
-        return fn(self._engine, prompt, **kw)
+        return mlxspec.stream_chat(self._engine, messages, max_tokens=max_tokens, temp=temp, top_p=top_p,
+                                   seed=seed, on_prefill=on_prefill)
 
     def reset(self) -> None:
-        reset = getattr(self._engine, "reset", None)
-        if reset is not None:
-            reset()
-
-
-def _accepts(fn, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        self._engine.reset()

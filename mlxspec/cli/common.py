@@ -80,24 +80,23 @@ def read_stdin() -> tuple[str, bool]:
 
 # -- sampling options, checked before anything is loaded ----------------------------
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding range; what other tools accept
-NUM_DRAFT_MAX = 64  # the engine's limit
-MAX_TOKENS_MAX = 1_000_000  # the engine's limit
 NAME_MAX = 4096  # PATH_MAX: a longer model name is junk
 
 
 def check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft) -> None:
     """Raise InvalidParameterError (one line) for a value the engine would reject later,
     or reject with a worse message (NaN, inf, a negative seed)."""
+    from mlxspec.engine import MAX_NUM_DRAFT, MAX_TOKENS_LIMIT
     from mlxspec.errors import InvalidParameterError
     from mlxspec.sampling import SamplingParams
 
     SamplingParams(temp, top_p, top_k, repetition_penalty).validated()  # the engine's own check, early
-    if not 0 < max_tokens <= MAX_TOKENS_MAX:
-        raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_MAX}, got {max_tokens}")
+    if not 0 < max_tokens <= MAX_TOKENS_LIMIT:
+        raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_LIMIT}, got {max_tokens}")
     if seed is not None and not 0 <= seed <= SEED_MAX:
         raise InvalidParameterError(f"seed must be in 0..{SEED_MAX}, got {seed}")
-    if num_draft is not None and not 0 <= num_draft <= NUM_DRAFT_MAX:
-        raise InvalidParameterError(f"num-draft must be in 0..{NUM_DRAFT_MAX}, got {num_draft}")
+    if num_draft is not None and not 0 <= num_draft <= MAX_NUM_DRAFT:
+        raise InvalidParameterError(f"num-draft must be in 0..{MAX_NUM_DRAFT}, got {num_draft}")
 
 
 # -- prefill progress -----------------------------------------------------------------
@@ -137,17 +136,6 @@ class PrefillProgress:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
-
-
-def accepts(fn, name: str) -> bool:
-    """Whether `fn` takes a keyword `name` (newer engine features, e.g. on_prefill)."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def check_name(value, label: str) -> None:

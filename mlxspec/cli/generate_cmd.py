@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from mlxspec.cli.common import (REPLACED_WARNING, PrefillProgress, accepts, check_name, check_sampling,
+from mlxspec.cli.common import (REPLACED_WARNING, PrefillProgress, check_name, check_sampling,
                                 decode_arg, model_options, read_stdin, sampling_options,
                                 setup_logging)
 from mlxspec.errors import InvalidParameterError
@@ -74,13 +74,10 @@ def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_pe
     if no_drafter:
         draft = "none"  # plain decoding: loading a drafter would only cost time and memory
     engine = mlxspec.load(model, draft, adapt=adapt)
-    extra = {}
-    if accepts(mlxspec.stream_generate, "on_prefill"):
-        extra["on_prefill"] = PrefillProgress()
     stream = mlxspec.stream_generate(
         engine, prompt, max_tokens=max_tokens, temp=temp, top_p=top_p, top_k=top_k,
         repetition_penalty=repetition_penalty, seed=seed, num_draft=num_draft, stop=stop,
-        chat_template=chat_template, **extra,
+        chat_template=chat_template, on_prefill=PrefillProgress(),
     )
     tokens, pieces, last = [], [], None
     finish = None
