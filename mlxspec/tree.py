@@ -14,6 +14,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+# Nodes verified per round: a target forward of ~9 tokens costs little more than one on a
+# CPU with a fast BLAS (measured in docs/head.md); the governor's cost model judges it.
+DEFAULT_TREE_NODES = 8
+
 
 def chain_parents(n: int) -> list[int]:
     return list(range(-1, n - 1))
@@ -134,11 +138,3 @@ def depths(parents: Sequence[int]) -> list[int]:
         depth.append(1 if p < 0 else depth[p] + 1)
     return depth
 
-
-def path_to(parents: Sequence[int], node: int) -> list[int]:
-    """Node indices from the root's child down to `node`."""
-    out = []
-    while node >= 0:
-        out.append(node)
-        node = parents[node]
-    return out[::-1]

@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from mlxspec.drafters.base import Drafter
-from mlxspec.tree import DraftTree
+from mlxspec.tree import DEFAULT_TREE_NODES, DraftTree
 
-DEFAULT_TREE_NODES = 8  # verified nodes per round (a forward of ~9 tokens)
 _MIN_OWN_NODES = 3
 
 

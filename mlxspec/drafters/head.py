@@ -23,7 +23,7 @@ from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
 from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
 from mlxspec.sampling import SamplingParams, draft_pick
-from mlxspec.tree import DraftTree, best_subtree
+from mlxspec.tree import DEFAULT_TREE_NODES, DraftTree, best_subtree
 
 log = logging.getLogger("mlxspec")
 
@@ -33,12 +33,12 @@ log = logging.getLogger("mlxspec")
 DEFAULT_MIN_CONFIDENCE = 0.3
 DEFAULT_TAIL = 1024
 DEFAULT_NEIGHBOURS = 4
-# Greedy draft trees: children per expanded node, nodes expanded per level, nodes verified.
+# Greedy draft trees: children per expanded node, nodes expanded per level (nodes verified:
+# mlxspec.tree.DEFAULT_TREE_NODES).
 # Width 2 with one node expanded per level is the chain plus each step's runner-up as a
 # leaf: no extra draft steps, only verification slots (docs/head.md).
 DEFAULT_TREE_WIDTH = 2
 DEFAULT_TREE_FRONTIER = 1
-DEFAULT_TREE_NODES = 8
 
 
 class HeadDrafter(Drafter):
