@@ -32,6 +32,7 @@ from mlxspec.verify import verify
 DEFAULT_NUM_DRAFT = 4
 MAX_TOKENS_LIMIT = 1_000_000
 MAX_NUM_DRAFT = 64
+VERIFY_MODES = ("exact", "relaxed", "early-exit")  # exact is lossless; see docs for the others
 
 
 @dataclass
@@ -71,7 +72,10 @@ class Engine:
         num_draft: int = DEFAULT_NUM_DRAFT,
         adaptive: bool = True,
         cost_path: Optional[Path] = None,
+        verify: str = "exact",
     ):
+        if verify not in VERIFY_MODES:
+            raise InvalidParameterError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.drafter = drafter
@@ -89,6 +93,9 @@ class Engine:
         self.method = "plain"  # what the current reply uses
         self.prefill_stats = (0, 0.0)  # (tokens, seconds) of the current reply's prefill
         self.governor: Optional[Governor] = None
+        self.verify_mode = verify
+        # counters of the current reply that the verification mode reports (SpecStats.extra)
+        self.verify_stats: dict = {}
 
     def _new_runner(self) -> TargetRunner:
         return self.drafter.make_runner(self.model) if self.drafter else TargetRunner(self.model)
@@ -164,6 +171,7 @@ class Engine:
     def _tokens(self, prompt, params, max_tokens, seed, k0, speculative, on_prefill):
         use_drafter = speculative and self.drafter is not None and k0 > 0
         self.method = self.draft_name if use_drafter else "plain"
+        self.verify_stats = {}
         if self.max_context:
             max_tokens = min(max_tokens, self.max_context - len(prompt))
         rng = np.random.default_rng(seed)

@@ -22,6 +22,8 @@ class SpecStats:
     plain_steps: int = 0  # single-token target forwards (no drafts)
     draft_vocab: Optional[int] = None  # drafter's current vocabulary size (pruned heads)
     fallback: bool = False  # speculation currently paused because it was measured to lose
+    verify: str = "exact"  # the verification mode (Engine.verify_mode)
+    extra: dict = field(default_factory=dict)  # the mode's own counters (Engine.verify_stats)
 
     @property
     def acceptance_rate(self) -> float:
@@ -47,6 +49,8 @@ class SpecStats:
             "mean_accepted_length": round(self.mean_accepted_length, 3),
             "draft_vocab": self.draft_vocab,
             "fallback": self.fallback,
+            "verify": self.verify,
+            **self.extra,
         }
 
 
@@ -94,6 +98,7 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
                 prompt_tps = n / max(secs, 1e-9)
                 t_gen = time.perf_counter()
                 stats.method = engine.method
+                stats.verify = engine.verify_mode
             produced += 1
             if ev.round < 0:
                 stats.plain_steps += produced > 1  # the first token comes from the prefill
@@ -104,6 +109,7 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
             stats.accepted += ev.from_draft
             stats.draft_vocab = drafter.vocab_size_in_use if drafter is not None and stats.method != "plain" else None
             stats.fallback = engine.speculation_paused
+            stats.extra = dict(engine.verify_stats)
 
             if ev.token in eos:
                 ended = True
