@@ -1,0 +1,221 @@
+"""One early-exit round (Engine(verify="early-exit")), lossless.
+
+    1. the drafter's chain (a tree: its first chain) is checked by the exit at layer m
+       (the target's own final norm and LM head on layer-m states): the exact rule of
+       verify.py against the exit's distribution p_m accepts a prefix, and the exit puts
+       its own token after it (at the first mismatch, or after the last draft);
+    2. drafting continues from there, checked the same way, until the tentative tokens
+       reach the policy's length (policy.py);
+    3. the full target runs layers m..L-1 on every tentative position (from their
+       layer-m states) and verifies the tentative chain exactly.
+
+Why it is exact: each tentative token is an exact sample of p_m given its prefix (the
+middle level is a rejection sampler of p_m whatever the draft), so the tentative chain
+is a draft whose proposal rows are p_m; verify() against the target with those rows is
+the ordinary exact rule. Greedy: the tentative chain is the exit's greedy continuation
+and the full pass walks it by the target's argmax. The full pass computes no row after
+the last tentative token: when every one is kept, that token becomes the next input.
+
+The drafter hears tentative tokens as they come (it must draft after them); when the
+full pass rejects one it already heard, it is reset to the verified sequence.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import numpy as np
+
+from mlxspec.hierarchy.policy import ExitPolicy
+from mlxspec.runtime.early_exit import ExitLevels
+from mlxspec.sampling import probs_from_logits
+from mlxspec.tree import DraftTree, chain_parents
+from mlxspec.verify import verify
+
+COUNTERS = ("intermediate_checked", "intermediate_rejected", "full_verifications", "tentative_verified",
+            "full_accepted", "single_level_rounds", "drafter_resets")
+STAGES = ("draft_s", "intermediate_s", "full_s")
+
+
+class _State:
+    """What an engine keeps between early-exit rounds: the levels over its runner and
+    the policy (its measurements carry from reply to reply)."""
+
+    def __init__(self):
+        self.levels: Optional[ExitLevels] = None
+        self.policy: Optional[ExitPolicy] = None
+        self.unsupported = False
+
+
+def _state(engine) -> Optional[_State]:
+    st = engine.__dict__.setdefault("_early_exit", _State())
+    if st.unsupported:
+        return None
+    if st.levels is None or st.levels.runner is not engine.runner:
+        try:
+            st.levels = ExitLevels(engine.runner, getattr(engine, "exit_layer", None))
+        except ValueError:
+            st.unsupported = True
+            return None
+        for d in getattr(engine.drafter, "parts", [engine.drafter]):
+            if hasattr(d, "tree_width"):  # the middle level checks chains (README: trees)
+                d.tree_width = 1
+        if st.policy is None:
+            fixed = getattr(engine, "tentative_length", None)
+            st.policy = ExitPolicy(st.levels.m / st.levels.lm.num_layers,
+                                   adaptive=engine.adaptive and fixed is None)
+    st.levels.mid = engine.runner.length  # plain steps moved the runner since
+    return st
+
+
+def _chain(tree: DraftTree, greedy: bool) -> DraftTree:
+    """The chain the middle level checks. Greedy: the tree's deepest path (any choice is
+    lossless there). Sampling: the first chain, whose choice does not depend on sampled
+    tokens (a pick by depth would bias them)."""
+    if tree.is_chain:
+        return tree
+    if not greedy:
+        return tree.first_chain()
+    depth, best = {}, None
+    for i, p in enumerate(tree.parents):
+        depth[i] = 1 + depth.get(p, 0)
+        if best is None or depth[i] > depth[best]:
+            best = i
+    path = []
+    while best is not None and best >= 0:
+        path.append(best)
+        best = tree.parents[best]
+    path.reverse()
+    return DraftTree.chain([tree.tokens[i] for i in path], [tree.q[i] for i in path],
+                           min(tree.guessed, len(path)))
+
+
+def _head(chain: DraftTree, n: int) -> DraftTree:
+    if len(chain) <= n:
+        return chain
+    return DraftTree.chain(chain.tokens[:n], chain.q[:n], min(chain.guessed, n))
+
+
+def _add(stats: dict, **kw) -> None:
+    for key, v in kw.items():
+        stats[key] = round(stats.get(key, 0) + v, 6) if isinstance(v, float) else stats.get(key, 0) + v
+
+
+def early_exit_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: float) -> Optional[list[int]]:
+    """The tokens of one round (appended to seq), or None when this target cannot have a
+    middle level (no layer access): then the engine's exact round runs."""
+    st = _state(engine)
+    if st is None:
+        return None
+    stats = engine.verify_stats
+    stats.setdefault("exit_layer", st.levels.m)
+    for key in COUNTERS + STAGES:
+        stats.setdefault(key, 0 if key in COUNTERS else 0.0)
+    if st.policy.use_single_level():
+        return _single_level(engine, st, seq, params, rng, gov, tree, t_draft)
+    return _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft)
+
+
+def _single_level(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]:
+    """The exact round (the engine's), timed for the method choice."""
+    t0 = time.perf_counter()
+    logits = np.array(engine.runner.verify(seq[-1], tree))
+    path, nxt = verify(logits, tree, seq, params, rng)
+    engine.runner.keep(tree, path)
+    out = [tree.tokens[i] for i in path] + [nxt]
+    engine.drafter.accept(out[:-1], nxt)
+    dt = time.perf_counter() - t0
+    gov.record_round(dt + t_draft, tree.depth, len(path), len(out), t_draft, tree.guessed)
+    st.policy.single.add(len(out), dt + t_draft)
+    _add(engine.verify_stats, single_level_rounds=1, draft_s=t_draft, full_s=dt)
+    seq.extend(out)
+    return out
+
+
+def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]:
+    levels, policy, drafter = st.levels, st.policy, engine.drafter
+    greedy = params.greedy
+    room = getattr(engine, "_room", None) or len(tree) + 1
+    k = max(1, tree.depth)
+    fixed = getattr(engine, "tentative_length", None) or 2 * k + 2
+    N = min(room, policy.length(engine.cost or _flat(), engine.plain_step_s, fixed))
+    T: list[int] = []  # tentative tokens after seq[-1]
+    Q: list = []  # the exit's distribution each was drawn from (None: greedy)
+    told = 0  # how many of T the drafter has heard
+    ctx = list(seq)
+    x = seq[-1]
+    chain = _chain(tree, greedy)
+    t_mid = 0.0
+    guessed = tree.guessed
+    checked = rejected = 0
+    while True:
+        chain = _head(chain, N - len(T) - 1)
+        t0 = time.perf_counter()
+        logits = np.array(levels.check(x, chain.tokens))
+        path, nxt = verify(logits, chain, ctx, params, rng)
+        levels.keep_check(len(path))
+        new = [chain.tokens[i] for i in path] + [nxt]
+        if not greedy:
+            Q += [probs_from_logits(logits[i], ctx + new[:i], params) for i in range(len(new))]
+        T += new
+        ctx += new
+        checked += len(chain)
+        rejected += len(chain) - len(path)
+        t_mid += time.perf_counter() - t0
+        if len(T) >= N - 1:  # no room for a draft after the exit's token
+            break
+        drafter.accept(new[:-1], new[-1])
+        told = len(T)
+        x = nxt
+        t0 = time.perf_counter()
+        nxt_tree = drafter.propose(N - len(T) - 1, params, rng)
+        t_draft += time.perf_counter() - t0
+        guessed += nxt_tree.guessed
+        if not len(nxt_tree):
+            break
+        chain = _chain(nxt_tree, greedy)
+
+    t0 = time.perf_counter()
+    n = len(T)
+    logits = np.array(levels.full())
+    rows = np.concatenate([logits, logits[-1:]])  # the row after the last one is never used
+    path, nxt = verify(rows, tentative_chain(T, Q), seq, params, rng)
+    a = len(path)
+    out = list(T) if a == n else T[:a] + [nxt]
+    levels.keep_full(min(a + 1, n))
+    if a == n:
+        if told < n:
+            drafter.accept(T[told:-1], T[-1])
+    elif a >= told:
+        drafter.accept(T[told:a], nxt)
+    else:
+        drafter.reset(seq + out, engine.runner)
+        _add(engine.verify_stats, drafter_resets=1)
+    t_full = time.perf_counter() - t0
+
+    total = t_draft + t_mid + t_full
+    gov.record_round(total, n, a, len(out), t_draft, guessed)
+    policy.record_full(n, a, t_draft + t_mid, t_full, engine.cost or _flat())
+    policy.early.add(len(out), total)
+    _add(engine.verify_stats, intermediate_checked=checked, intermediate_rejected=rejected,
+         full_verifications=1, tentative_verified=n, full_accepted=a,
+         draft_s=t_draft, intermediate_s=t_mid, full_s=t_full)
+    s = engine.verify_stats
+    _add(s, full_emitted=len(out))
+    s["tokens_per_full"] = round(s["full_emitted"] / s["full_verifications"], 3)
+    # what the engine reports as this round's draft: the chain the full pass verified
+    tree.tokens, tree.parents, tree.q = list(T), chain_parents(n), [None] * n
+    seq.extend(out)
+    return out
+
+
+def tentative_chain(tokens: list[int], rows: list) -> DraftTree:
+    """The draft the full pass verifies: the tentative tokens with the exit's
+    distributions as their proposal rows (none when greedy: point masses)."""
+    return DraftTree.chain(tokens, rows or None)
+
+
+def _flat():
+    from mlxspec.costs import CostModel
+
+    return CostModel.default()

@@ -1,0 +1,121 @@
+"""Early-exit verification (Engine(verify="early-exit"), issue 16): greedy output equals
+plain greedy output over drafters, architectures, seeds, draft and tentative lengths;
+the middle level's reuse of KV caches and hidden states gives the logits of a full
+forward; sampling is exact (chi-square, with a control that fails)."""
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx_lm.models.cache import make_prompt_cache
+
+import mlxspec.hierarchy.loop as loop
+from mlxspec.drafters.head_runner import HeadTargetRunner
+from mlxspec.drafters.draft_model import ModelDrafter
+from mlxspec.engine import Engine
+from mlxspec.head.model import new_head
+from mlxspec.hierarchy.policy import ExitPolicy
+from mlxspec.costs import CostModel
+from mlxspec.runtime.early_exit import ExitLevels, default_exit_layer
+from mlxspec.runtime.layered import LayeredModel
+from mlxspec.runtime.target import TargetRunner
+from mlxspec.sampling import SamplingParams
+from test_drafter_matrix import make_drafter
+from test_sampling import CASES, TableDrafter, pvalue
+from tiny import ARCHS, CharTokenizer, perturbed_copy, tiny_model
+
+V = 64
+
+
+def ee_engine(target, drafter, k, exit_layer=None, tentative=None):
+    eng = Engine(target, CharTokenizer(V), drafter, num_draft=k, adaptive=False, verify="early-exit")
+    eng.exit_layer, eng.tentative_length = exit_layer, tentative
+    return eng
+
+
+# -- greedy: lossless -----------------------------------------------------------------
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind", ["draft-model", "lookup", "head", "head+lookup"])
+def test_greedy_early_exit_equals_plain(kind, arch):
+    tok = CharTokenizer(V)
+    totals = dict.fromkeys(("full_verifications", "tentative_verified", "full_accepted",
+                            "intermediate_checked", "intermediate_rejected"), 0)
+    for seed in range(2):
+        target = tiny_model(V, layers=4, hidden=32, seed=seed, arch=arch, scale=3.0)
+        base = [int(t) for t in np.random.default_rng(seed).integers(0, V, 5)]
+        first = [r.token for r in Engine(target, tok).stream(base, SamplingParams(), max_tokens=12)]
+        prompt = base + first + base  # the reply tends to repeat itself: lookup fires
+        ref = [r.token for r in Engine(target, tok).stream(prompt, SamplingParams(), max_tokens=24)]
+        for k, exit_layer, tentative in ((1, None, None), (4, None, 6), (3, 3, 2)):
+            if kind.startswith("head") and exit_layer is not None and exit_layer <= 2:
+                continue
+            eng = ee_engine(target, make_drafter(kind, target, target), k, exit_layer, tentative)
+            out = list(eng.stream(prompt, SamplingParams(), max_tokens=24))
+            assert [r.token for r in out] == ref, (seed, k, exit_layer, tentative)
+            for key in totals:
+                totals[key] += out[-1].stats.extra.get(key, 0)
+    assert totals["full_verifications"] > 0  # the hierarchy ran
+    if kind != "lookup":  # both levels rejected something: every path of the loop ran
+        assert totals["intermediate_rejected"] > 0
+        assert totals["full_accepted"] < totals["tentative_verified"]
+
+
+def test_greedy_early_exit_over_a_conversation_and_a_long_reply():
+    """Several turns on one engine (its caches reused between calls), replies long enough
+    that the policy's measurements steer the tentative length and the method choice."""
+    target = tiny_model(V, layers=4, hidden=32, seed=3, scale=3.0)
+    tok = CharTokenizer(V)
+    eng = Engine(target, tok, make_drafter("head+lookup", target, target), num_draft=3, verify="early-exit")
+    prompt = [int(t) for t in np.random.default_rng(3).integers(0, V, 9)]
+    for turn in range(3):
+        ref = [r.token for r in Engine(target, tok).stream(prompt, SamplingParams(), max_tokens=40)]
+        out = [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=40)]
+        assert out == ref, turn
+        prompt = prompt + out + [turn + 1, turn + 2]
+
+
+# -- the reuse of caches and hidden states --------------------------------------------
+TOL = 1e-4  # float32: the same layers over the same caches, split at other points
+
+
+def reference_logits(model, tokens, m):
+    """Exit logits at layer m and the target's logits at every position, from scratch."""
+    lm = LayeredModel(model)
+    cache = make_prompt_cache(model)
+    h = lm.run_layers(lm.embed(tokens), 0, m, cache)
+    exit_ = lm.logits(lm.norm(h))[0]
+    full = lm.logits(lm.norm(lm.run_layers(h, m, lm.num_layers, cache)))[0]
+    return np.array(exit_.astype(mx.float32)), np.array(full.astype(mx.float32))
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_levels_reuse_gives_the_logits_of_a_full_forward(with_head):
+    """Checks at the exit (drafts partly rejected), the full pass from the kept layer-m
+    states, a cut after it, then an ordinary forward: every row equals the same row of
+    a from-scratch forward, to TOL."""
+    model = tiny_model(V, layers=6, hidden=32, seed=2, arch="qwen2", scale=2.0)
+    S = [5, 9, 1, 33, 7, 2]
+    run = HeadTargetRunner(model, new_head(model, 2)) if with_head else TargetRunner(model)
+    run.prefill(S[:-1])
+    levels = ExitLevels(run, exit_layer=4)
+    T: list[int] = []  # tentative tokens after S[-1]
+    for drafts, accepted, own in (([11, 12, 13], 1, 20), ([40, 41], 2, 21), ([50, 51, 52], 0, 22)):
+        x = T[-1] if T else S[-1]
+        if with_head:  # the draft fed its inputs through layers 0..1: reused, not rerun
+            for t in [x] + drafts[:-1]:
+                run.draft_step(t)
+        got = np.array(levels.check(x, drafts))
+        before = S + T
+        ref_exit, _ = reference_logits(model, before + drafts, 4)
+        np.testing.assert_allclose(got, ref_exit[len(before) - 1 :], atol=TOL, rtol=TOL)
+        levels.keep_check(accepted)
+        T += drafts[:accepted] + [own]
+    assert levels.pending == len(T)
+    full = np.array(levels.full())
+    _, ref_full = reference_logits(model, S + T[:-1], 4)
+    np.testing.assert_allclose(full, ref_full[len(S) - 1 :], atol=TOL, rtol=TOL)
+    levels.keep_full(3)  # S[-1], T[0], T[1] verified; T[2] the next input
+    assert run.length == len(S) - 1 + 3
+    after = np.array(run.forward([T[2], 63]))
+    _, ref = reference_logits(model, S + T[:3] + [63], 4)
+    np.testing.assert_allclose(after, ref[-2:], atol=TOL, rtol=TOL)
+    if with_head:
+        assert run.reused > 0 and run.low_len == run.length
