@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from mlxspec import costs
+from mlxspec import costs, relaxed
 from mlxspec.drafters.base import Drafter
 from mlxspec.errors import InvalidParameterError, ModelLoadError
 from mlxspec.governor import Governor
@@ -73,9 +73,13 @@ class Engine:
         adaptive: bool = True,
         cost_path: Optional[Path] = None,
         verify: str = "exact",
+        relax_weight: Optional[float] = None,
+        relax_budget: Optional[float] = None,
     ):
         if verify not in VERIFY_MODES:
             raise InvalidParameterError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+        if verify != "relaxed" and (relax_weight is not None or relax_budget is not None):
+            raise InvalidParameterError("relax weight and budget need verify='relaxed' (--verify relaxed)")
         self.model = model
         self.tokenizer = tokenizer
         self.drafter = drafter
@@ -94,6 +98,9 @@ class Engine:
         self.prefill_stats = (0, 0.0)  # (tokens, seconds) of the current reply's prefill
         self.governor: Optional[Governor] = None
         self.verify_mode = verify
+        self.relax = relaxed.Relaxed.checked(relax_weight, relax_budget) if verify == "relaxed" else None
+        if self.relax is not None:
+            relaxed.request_draft_rows(drafter)
         # counters of the current reply that the verification mode reports (SpecStats.extra)
         self.verify_stats: dict = {}
 
@@ -190,6 +197,10 @@ class Engine:
         self.governor = gov
         if use_drafter:
             self._ensure_costs(gov, prompt)  # once per model here; not prefill time
+            hint = getattr(self.drafter, "acceptance_hint", None)
+            a = hint() if hint is not None and self.adaptive else None
+            if a is not None:
+                gov.hint(a)
             self.drafter.reset(list(seq), self.runner)
         yield TokenEvent(nxt, False, -1, last=max_tokens == 1)
         produced, rounds = 1, 0
@@ -197,6 +208,7 @@ class Engine:
             room = max_tokens - produced
             if self.max_context:
                 room = min(room, self.max_context - len(seq))
+            self._room = room  # early-exit rounds gather up to this many tokens
             try:
                 k = gov.plan() if gov is not None and room > 1 else 0
                 tree, t_draft = self._draft(k, room, seq, params, rng) if k else (None, 0.0)
@@ -289,9 +301,18 @@ class Engine:
         return [nxt]
 
     def _round(self, seq, params, rng, gov, tree: DraftTree, t_draft: float) -> list[int]:
+        if self.verify_mode == "early-exit":
+            from mlxspec.hierarchy import early_exit_round
+
+            out = early_exit_round(self, seq, params, rng, gov, tree, t_draft)
+            if out is not None:  # None: no layer access, the exact round below
+                return out
         t0 = time.perf_counter()
         logits = np.array(self.runner.verify(seq[-1], tree))
-        path, nxt = verify(logits, tree, seq, params, rng)
+        if self.relax is not None:
+            path, nxt = self.relax.verify(logits, tree, seq, params, rng, self.verify_stats)
+        else:
+            path, nxt = verify(logits, tree, seq, params, rng)
         self.runner.keep(tree, path)
         kept = [tree.tokens[i] for i in path]
         self.drafter.accept(kept, nxt)

@@ -6,6 +6,7 @@ from typing import Optional
 import numpy as np
 
 from mlxspec.drafters.base import Drafter
+from mlxspec.relaxed import draft_row
 from mlxspec.runtime.target import TargetRunner
 from mlxspec.sampling import SamplingParams, draft_pick, fit_vocab
 from mlxspec.tree import DraftTree
@@ -15,6 +16,7 @@ DEFAULT_MIN_CONFIDENCE = 0.25  # stop drafting below this draft probability
 
 class ModelDrafter(Drafter):
     name = "draft-model"
+    greedy_q = False  # True: q rows in greedy decoding too (relaxed.request_draft_rows)
 
     def __init__(self, model, target_vocab_size: int, label: str = "draft-model",
                  min_confidence: float = DEFAULT_MIN_CONFIDENCE):
@@ -69,6 +71,8 @@ class ModelDrafter(Drafter):
             context = list(self._seq)
             for i in range(k):
                 tok, q, confidence = draft_pick(row, context, params, rng)
+                if q is None and self.greedy_q:  # relaxed greedy verification blends q
+                    q = draft_row(row, context, params)
                 probs.append(q)
                 tokens.append(tok)
                 context.append(tok)

@@ -22,6 +22,7 @@ from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
 from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
+from mlxspec.relaxed import draft_row
 from mlxspec.sampling import SamplingParams, draft_pick
 from mlxspec.tree import DEFAULT_TREE_NODES, DraftTree, best_subtree
 
@@ -43,6 +44,7 @@ DEFAULT_TREE_FRONTIER = 1
 
 class HeadDrafter(Drafter):
     name = "head"
+    greedy_q = False  # True: q rows (and chains) in greedy decoding (relaxed.request_draft_rows)
 
     def __init__(
         self,
@@ -142,7 +144,7 @@ class HeadDrafter(Drafter):
         if self._runner is None:
             raise RuntimeError("propose() before reset()")
         self._refresh_tail()
-        fast_greedy = params.greedy and (params.repetition_penalty in (None, 1.0))
+        fast_greedy = params.greedy and (params.repetition_penalty in (None, 1.0)) and not self.greedy_q
         if fast_greedy and self.tree_width > 1 and self._runner.supports_tree:
             return self._propose_tree(k, self.tree_nodes if max_nodes is None else max_nodes)
         tokens: list[int] = []
@@ -160,8 +162,10 @@ class HeadDrafter(Drafter):
                 mx.eval(j, conf)
                 tok, q, confidence = int(self.vocab.sub_to_full[int(j.item())]), None, float(conf.item())
             else:
-                tok, q, confidence = draft_pick(self.full_logits(np.array(sub).astype(np.float64)),
-                                                context, params, rng)
+                full = self.full_logits(np.array(sub).astype(np.float64))
+                tok, q, confidence = draft_pick(full, context, params, rng)
+                if q is None and self.greedy_q:  # relaxed greedy verification blends q
+                    q = draft_row(full, context, params)
             tokens.append(tok)
             probs.append(q)
             context.append(tok)
