@@ -50,6 +50,36 @@ def sampling_options(f):
     return f
 
 
+def verify_options(f):
+    """--verify and the relaxed mode's --relax-weight / --relax-budget (mlxspec/relaxed.py)."""
+    for opt in reversed([
+        click.option("--verify", "verify", type=click.Choice(["exact", "relaxed", "early-exit"]),
+                     default="exact", show_default=True,
+                     help="exact: lossless (the target's own output). relaxed: verify against a blend "
+                     "of draft and target (more drafts kept, bounded and reported divergence)."),
+        click.option("--relax-weight", type=float, default=None,
+                     help="Relaxed: the draft's weight w in [0, 1) of the blend (0 = exact; default 0.5)."),
+        click.option("--relax-budget", type=float, default=None,
+                     help="Relaxed: most total-variation distance from the target per position; "
+                     "beyond it the position is verified exactly (0 = exact; default 0.5)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def check_verify(verify: str, relax_weight, relax_budget) -> dict:
+    """The mlxspec.load keywords of the verify options, checked before loading."""
+    from mlxspec.errors import InvalidParameterError
+    from mlxspec.relaxed import Relaxed
+
+    if verify != "relaxed":
+        if relax_weight is not None or relax_budget is not None:
+            raise InvalidParameterError("--relax-weight and --relax-budget need --verify relaxed")
+        return {"verify": verify}
+    Relaxed.checked(relax_weight, relax_budget)
+    return {"verify": verify, "relax_weight": relax_weight, "relax_budget": relax_budget}
+
+
 # -- input text ---------------------------------------------------------------------
 REPLACED_WARNING = "warning: input is not valid UTF-8; undecodable bytes were replaced with U+FFFD"
 

@@ -7,8 +7,8 @@ import sys
 import click
 
 from mlxspec.cli.common import (REPLACED_WARNING, PrefillProgress, check_name, check_sampling,
-                                decode_arg, model_options, read_stdin, sampling_options,
-                                setup_logging)
+                                check_verify, decode_arg, model_options, read_stdin,
+                                sampling_options, setup_logging, verify_options)
 from mlxspec.errors import InvalidParameterError
 
 
@@ -40,6 +40,11 @@ def format_stats(last, engine, no_drafter: bool = False) -> str:
         parts.append("no drafts this reply (speculation would not pay here)")
     if s.draft_vocab:
         parts.append(f"draft vocab {s.draft_vocab}")
+    if s.verify == "relaxed":
+        x = s.extra
+        parts.append(f"relaxed: {x.get('relaxed_tokens', 0)} of {x.get('relax_checked', 0)} verified tokens "
+                     f"departed from the target, mean TV {x.get('tv_mean', 0.0):.3f}, "
+                     f"{x.get('over_budget', 0)} verified exactly (over budget)")
     parts.append(f"peak memory {last.peak_memory:.2f} GB")
     return "[" + ", ".join(parts) + "]"
 
@@ -56,8 +61,10 @@ def format_stats(last, engine, no_drafter: bool = False) -> str:
 @click.option("--adapt/--no-adapt", "adapt", default=None,
               help="The draft head learns from this reply (default: on when a head drafts; "
               "--draft head without a head starts one).")
+@verify_options
 def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_penalty, seed,
-             num_draft, stop, chat_template, as_json, show_stats, adapt):
+             num_draft, stop, chat_template, as_json, show_stats, adapt, verify, relax_weight,
+             relax_budget):
     """Generate a completion for PROMPT (or stdin)."""
     import mlxspec
 
@@ -65,6 +72,7 @@ def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_pe
     check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft)  # before loading
     check_name(model, "model")
     check_name(draft, "draft")
+    verify_kw = check_verify(verify, relax_weight, relax_budget)
     prompt, replaced = _read_prompt(prompt)
     stop = [decode_arg(x) for x in stop]
     if replaced or any(r for _, r in stop):
@@ -73,7 +81,7 @@ def generate(prompt, model, draft, max_tokens, temp, top_p, top_k, repetition_pe
     no_drafter = num_draft == 0 and draft != "none"
     if no_drafter:
         draft = "none"  # plain decoding: loading a drafter would only cost time and memory
-    engine = mlxspec.load(model, draft, adapt=adapt)
+    engine = mlxspec.load(model, draft, adapt=adapt, **verify_kw)
     stream = mlxspec.stream_generate(
         engine, prompt, max_tokens=max_tokens, temp=temp, top_p=top_p, top_k=top_k,
         repetition_penalty=repetition_penalty, seed=seed, num_draft=num_draft, stop=stop,
