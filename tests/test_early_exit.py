@@ -9,7 +9,6 @@ from mlx_lm.models.cache import make_prompt_cache
 
 import mlxspec.hierarchy.loop as loop
 from mlxspec.drafters.head_runner import HeadTargetRunner
-from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.engine import Engine
 from mlxspec.head.model import new_head
 from mlxspec.hierarchy.policy import ExitPolicy
@@ -20,7 +19,7 @@ from mlxspec.runtime.target import TargetRunner
 from mlxspec.sampling import SamplingParams
 from test_drafter_matrix import make_drafter
 from test_sampling import CASES, TableDrafter, pvalue
-from tiny import ARCHS, CharTokenizer, perturbed_copy, tiny_model
+from tiny import ARCHS, CharTokenizer, tiny_model
 
 V = 64
 
@@ -32,8 +31,13 @@ def ee_engine(target, drafter, k, exit_layer=None, tentative=None):
 
 
 # -- greedy: lossless -----------------------------------------------------------------
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kind", ["draft-model", "lookup", "head", "head+lookup"])
+# every architecture with the head and lookup branches (k > 0); the draft model (k = 0)
+# and lookup alone on a few
+MATRIX = [("head+lookup", a) for a in ARCHS] + [("draft-model", a) for a in ("llama", "qwen3", "gemma2")] + [
+    ("lookup", "qwen2"), ("head", "mistral")]
+
+
+@pytest.mark.parametrize("kind,arch", MATRIX)
 def test_greedy_early_exit_equals_plain(kind, arch):
     tok = CharTokenizer(V)
     totals = dict.fromkeys(("full_verifications", "tentative_verified", "full_accepted",
@@ -119,3 +123,76 @@ def test_levels_reuse_gives_the_logits_of_a_full_forward(with_head):
     np.testing.assert_allclose(after, ref[-2:], atol=TOL, rtol=TOL)
     if with_head:
         assert run.reused > 0 and run.low_len == run.length
+
+
+# -- sampling: exact ----------------------------------------------------------------------
+V_E = 5
+SAMPLES = 2000
+
+
+@pytest.fixture(scope="module")
+def two_layer():
+    return tiny_model(V_E, layers=2, hidden=16, scale=2.0, seed=4)
+
+
+def ee_counts(model, drafter, params, k=3, tentative=4, samples=SAMPLES):
+    from test_sampling import engine_counts
+
+    eng = Engine(model, CharTokenizer(V_E), drafter, num_draft=k, adaptive=False, verify="early-exit")
+    eng.tentative_length = tentative
+    counts, rounds, _ = engine_counts(eng, params, samples, max_tokens=tentative + 1)
+    return counts, rounds
+
+
+def joint(model, params):
+    from test_sampling import exact_joint
+
+    return exact_joint(model, params)
+
+
+@pytest.mark.parametrize("case", ["temp1", "penalty"])
+def test_sampling_early_exit_is_exact(two_layer, case):
+    """The first three tokens against the target's exact joint; the exit (layer 1 of 2)
+    disagrees with the target often, so both levels reject."""
+    params = CASES[case]
+    n = SAMPLES if case == "temp1" else SAMPLES // 2
+    counts, rounds = ee_counts(two_layer, TableDrafter(), params, samples=n)
+    assert rounds >= n
+    assert pvalue(counts, joint(two_layer, params)) > 1e-3
+
+
+def test_sampling_early_exit_with_the_head_is_exact():
+    """The head's layers 0..k-1 shared (k = 1, exit at 2 of 3), top-k processing."""
+    model = tiny_model(V_E, layers=3, hidden=32, seed=7, scale=1.5)
+    params = CASES["top_k"]
+    from test_sampling import head_drafter
+
+    counts, rounds = ee_counts(model, head_drafter(model, False), params, samples=1000)
+    assert rounds > 0 and pvalue(counts, joint(model, params)) > 1e-3
+
+
+@pytest.mark.parametrize("broken", ["no-full-check", "wrong-rows"])
+def test_the_sampling_test_catches_wrong_rules(two_layer, broken, monkeypatch):
+    """Controls: tentative tokens emitted without the full check (the exit's
+    distribution, not the target's), and proposal rows other than the exit's (uniform)."""
+    real_chain, real_verify = loop.tentative_chain, loop.verify
+    if broken == "no-full-check":
+        def chain(tokens, rows):
+            tree = real_chain(tokens, rows)
+            tree.unchecked = True
+            return tree
+
+        def verify(logits, tree, ctx, params, rng):
+            if getattr(tree, "unchecked", False):
+                return list(range(len(tree))), 0
+            return real_verify(logits, tree, ctx, params, rng)
+
+        monkeypatch.setattr(loop, "verify", verify)
+    else:
+        def chain(tokens, rows):
+            return real_chain(tokens, [np.full(V_E, 1.0 / V_E) for _ in tokens])
+
+    monkeypatch.setattr(loop, "tentative_chain", chain)
+    params = CASES["temp1"]
+    counts, _ = ee_counts(two_layer, TableDrafter(), params, samples=600)
+    assert pvalue(counts, joint(two_layer, params)) < 1e-6
