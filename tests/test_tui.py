@@ -466,7 +466,7 @@ def test_the_contract_check_can_fail():
         model_name = draft_name = "x"
 
     assert any("stream_chat" in p for p in mismatches(Wrong()))
-    assert len(mismatches(Missing())) == 3  # plain_tps, stream_chat, reset
+    assert len(mismatches(Missing())) == 5  # plain_tps, stream_chat, reset, adaptation, idle_update
 
 
 @sync

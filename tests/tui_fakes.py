@@ -34,6 +34,12 @@ class FakeEngine:
         self.hold_after = 0  # ...from this token on (earlier ones stream freely)
         self.prefill: list[tuple[int, int]] = []
         self.prefill_gate: Optional[threading.Event] = None  # wait on it after each prefill call
+        # A head that adapts (learns=True): idle_update sleeps step_s per optimiser step,
+        # checking stop() before each one unless honour_stop is False (a control).
+        self.learns, self.adapt_on, self.step_s, self.honour_stop = False, True, 0.02, True
+        self.acceptance: list[float] = []
+        self.idle_steps: list[tuple[float, float]] = []  # (start, end) of each idle step
+        self.idle_calls: list[tuple[str, float]] = []  # (thread, budget_s)
 
     # -- the contract ------------------------------------------------------------------
     def stream_chat(self, messages, *, temp, top_p, max_tokens, seed=None, on_prefill=None):
@@ -47,6 +53,24 @@ class FakeEngine:
 
     def reset(self):
         self._cached = []
+
+    def adaptation(self):
+        if not (self.learns and self.adapt_on and self.draft_name != "none"):
+            return None
+        return {"acceptance": list(self.acceptance), "updates": len(self.idle_calls),
+                "steps": len(self.idle_steps)}
+
+    def idle_update(self, stop, budget_s):
+        self.idle_calls.append((threading.current_thread().name, budget_s))
+        t0, steps = time.perf_counter(), 0
+        while self.adaptation() is not None and time.perf_counter() - t0 + self.step_s <= budget_s:
+            if self.honour_stop and stop():
+                break
+            start = time.perf_counter()
+            time.sleep(self.step_s)
+            self.idle_steps.append((start, time.perf_counter()))
+            steps += 1
+        return {"steps": steps, "seconds": time.perf_counter() - t0}
 
     # -- internals -----------------------------------------------------------------------
     def _encode(self, messages):
@@ -92,6 +116,8 @@ class FakeEngine:
                 last = i == len(pieces) - 1
                 finish = None if not last else ("stop" if len(pieces) == len(self.pieces()) else "length")
                 self._cached.extend([ord(c) for c in piece])
+                if last:
+                    self.acceptance.append(stats.accepted / max(1, stats.drafted))
                 yield GenerationResponse(
                     text=piece, token=i, from_draft=from_draft, prompt_tokens=len(tokens),
                     prompt_tps=1000.0, generation_tokens=i + 1, generation_tps=42.0,
@@ -101,12 +127,13 @@ class FakeEngine:
 
 
 def fake_loader(engine: Optional[FakeEngine] = None, fail_models=("missing",), heads=True):
-    """A stand-in for the backend loader that records where it ran and what it was asked;
-    heads=False: the model has no trained draft head."""
-    made = {"engine": engine, "drafts": []}
+    """A stand-in for the backend loader that records where it ran and what it was asked
+    (drafts, options); heads=False: the model has no trained draft head."""
+    made = {"engine": engine, "drafts": [], "options": []}
 
-    def load(model, draft="auto"):
+    def load(model, draft="auto", **options):
         made["drafts"].append(draft)
+        made["options"].append(options)
         if model in fail_models:
             raise ModelNotFoundError(f"unknown model '{model}'; try: mlxspec models pull NAME")
         if draft == "head" and not heads:
@@ -116,6 +143,7 @@ def fake_loader(engine: Optional[FakeEngine] = None, fail_models=("missing",), h
             eng.model_name = model
         own = made.setdefault("own_draft", eng.draft_name)
         eng.draft_name = "none" if draft == "none" else own
+        eng.adapt_on = options.get("adapt", True) is not False
         eng.threads.add(threading.current_thread().name)
         made["last"] = eng
         return eng

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
+from mlxspec.tui.adapting import AdaptUpdate, trend_text
 from mlxspec.tui.screens.conversations import ConversationsScreen
 from mlxspec.tui.engine_thread import Chunk, Done, EngineThread, Prefill, describe_error
 from mlxspec.tui.screens.help import HelpScreen
@@ -19,23 +20,12 @@ from mlxspec.tui.widgets.messages import (DRAFT_STYLE, TARGET_STYLE, AssistantMe
                                   UserMessage, merge_span)
 from mlxspec.tui.screens.options import OptionsScreen
 from mlxspec.tui.settings import ChatSettings
-from mlxspec.tui.stats import reply_stats, speedup, status_line
+from mlxspec.tui.stats import reply_footer, reply_stats, status_line
 from mlxspec.tui.store import Conversation, ConversationStore, Message
 
 GENERATING = "generating… (esc to stop)"
 LEGEND = ("  ■ draft", " ■ target")
 WELCOME = "Type a message and press enter · esc stops a reply · ctrl+t shows draft tokens · f1 help"
-
-
-def reply_footer(finish: str, stats: dict) -> str:
-    bits = {"stopped": ["stopped"], "length": ["max tokens reached"], "error": ["failed"]}.get(finish, [])
-    if stats:
-        bits.append(f"{stats['tokens']} tokens at {stats['tps']:.1f} tok/s")
-        if stats.get("drafted"):
-            bits.append(f"{stats['acceptance']:.0%} of drafts accepted")
-        if speedup(stats):
-            bits.append(f"{speedup(stats):.2f}× vs plain")
-    return " · ".join(bits)
 
 
 class ChatApp(App):
@@ -72,6 +62,7 @@ class ChatApp(App):
         self.current: Optional[AssistantMessage] = None
         self.live_stats: dict = {}
         self.state = ""
+        self.adapt: tuple[str, str] = ("", "")  # (word, trend) of an adapting head
 
     # -- layout ----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -83,7 +74,7 @@ class ChatApp(App):
 
     async def on_mount(self) -> None:
         self.query_one("#log").set_class(self.settings.show_draft, "-show-draft")
-        self.engine_thread = EngineThread(self._loader)
+        self.engine_thread = EngineThread(self._loader, self._post_adapt)
         await self.render_conversation()
         self.query_one("#log", VerticalScroll).anchor()
         self.query_one("#prompt", Input).focus()
@@ -116,13 +107,22 @@ class ChatApp(App):
         width = self.size.width - 2  # the bar's horizontal padding
         if self.settings.show_draft:
             width -= len("".join(LEGEND))
-        line = Text(status_line(self.live_stats, self.model_name, self.draft_name, self.state, width))
+        line = Text(status_line(self.live_stats, self.model_name, self.draft_name, self.state, width,
+                                self.adapt))
         if self.settings.show_draft:
             line.append(LEGEND[0], DRAFT_STYLE).append(LEGEND[1], TARGET_STYLE)
         self.query_one("#status", Static).update(line)
 
     def on_resize(self) -> None:
         if self.query("#status"):  # resizes come before the first compose too
+            self.update_status()
+
+    def _post_adapt(self, info, running: bool) -> None:
+        self.post_message(AdaptUpdate(info, running))  # from the engine thread; thread-safe
+
+    def on_adapt_update(self, msg: AdaptUpdate) -> None:
+        self.adapt = trend_text(msg.info, msg.running)
+        if self.query("#status"):  # an update may arrive while the app closes
             self.update_status()
 
     async def notice(self, text: str, error: bool = False) -> None:
@@ -137,7 +137,8 @@ class ChatApp(App):
         self.draft_name = "…"
         self.state = "loading…"
         self.update_status()
-        fut = self.engine_thread.load(self.settings.model, self.settings.draft)
+        s = self.settings
+        fut = self.engine_thread.load(s.model, s.draft, **s.load_options())
         self._await_load(fut)
 
     @work(thread=True, group="load")
@@ -197,7 +198,8 @@ class ChatApp(App):
         self.update_status()
         s = self.settings
         self.handle = self.engine_thread.generate(
-            self.conv.chat_messages(), temp=s.temp, top_p=s.top_p, max_tokens=s.max_tokens)
+            self.conv.chat_messages(), temp=s.temp, top_p=s.top_p, max_tokens=s.max_tokens,
+            idle_s=s.idle_adapt_s)
         self._relay(self.handle)
 
     @work(thread=True, group="relay")

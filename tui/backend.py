@@ -1,15 +1,15 @@
 """The real ChatBackend: an engine from `mlxspec.load`, driven through mlxspec's public API."""
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from mlxspec.tui.contract import PrefillCallback
 
 
-def load_backend(model: Optional[str], draft: str) -> "MlxspecBackend":
+def load_backend(model: Optional[str], draft: str, **options) -> "MlxspecBackend":
     import mlxspec
 
-    return MlxspecBackend(mlxspec.load(model, draft))
+    return MlxspecBackend(mlxspec.load(model, draft, **options))
 
 
 class MlxspecBackend:
@@ -38,3 +38,23 @@ class MlxspecBackend:
 
     def reset(self) -> None:
         self._engine.reset()
+
+    def _learner(self):
+        """The drafter that adapts (a Composite's own drafter, e.g. head+lookup), or None."""
+        d = getattr(self._engine, "drafter", None)
+        d = getattr(d, "primary", d)
+        return d if getattr(d, "learn", False) and getattr(d, "adapter", None) is not None else None
+
+    def adaptation(self) -> Optional[dict]:
+        d = self._learner()
+        if d is None:
+            return None
+        c = d.adapter.counters
+        return {"acceptance": list(c.acceptance[-64:]), "updates": c.updates,
+                "steps": d.adapter.trainer.steps, "last": dict(d.last_update)}
+
+    def idle_update(self, stop: Callable[[], bool], budget_s: float) -> dict:
+        d = self._learner()
+        if d is None:
+            return {"steps": 0, "seconds": 0.0}
+        return d.idle_update(stop, budget_s)

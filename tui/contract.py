@@ -33,11 +33,20 @@ class ChatBackend(Protocol):
     def reset(self) -> None:
         """Forget cached state (after a failure mid-reply)."""
 
+    def adaptation(self) -> Optional[dict]:
+        """None when the drafter does not learn; else the adapting head's counters:
+        {"acceptance": per-reply rates, oldest first, "updates": ..., "steps": ...}."""
+
+    def idle_update(self, stop: Callable[[], bool], budget_s: float) -> dict:
+        """Train the adapting head for at most `budget_s` seconds, checking `stop()` before
+        each optimiser step; returns {"steps", "seconds"} (no steps when nothing adapts)."""
+
 
 class BackendLoader(Protocol):
-    def __call__(self, model: Optional[str], draft: str) -> ChatBackend:
+    def __call__(self, model: Optional[str], draft: str, **options) -> ChatBackend:
         """Load `model` (None = the default) with drafter `draft` (auto | none | head |
-        a draft model); raises mlxspec.errors.MlxspecError for bad choices."""
+        a draft model); raises mlxspec.errors.MlxspecError for bad choices. `options`:
+        engine settings given explicitly (adapt=True|False); absent ones keep the default."""
 
 
 def mismatches(obj) -> list[str]:
@@ -47,7 +56,7 @@ def mismatches(obj) -> list[str]:
     for name in ("model_name", "draft_name", "plain_tps"):
         if not hasattr(obj, name):
             problems.append(f"missing {name}")
-    for name in ("stream_chat", "reset"):
+    for name in ("stream_chat", "reset", "adaptation", "idle_update"):
         method = getattr(obj, name, None)
         if not callable(method):
             problems.append(f"missing {name}()")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from mlxspec.errors import HeadLoadError, MlxspecError, first_line
+from mlxspec.tui.adapting import DEFAULT_IDLE_S, Emit, IdleTrainer
 from mlxspec.tui.contract import mismatches
 
 
@@ -79,16 +80,19 @@ class GenerationHandle:
 
 
 class EngineThread:
-    def __init__(self, loader: Optional[Callable] = None):
+    def __init__(self, loader: Optional[Callable] = None, on_adapt: Optional[Emit] = None):
         self._loader = loader
         self._jobs: "queue.Queue[Optional[tuple]]" = queue.Queue()
         self.engine = None  # the ChatBackend; touched only on the engine thread
+        self.idle = IdleTrainer(on_adapt)  # head training between replies, on this thread
         self._thread = threading.Thread(target=self._loop, name="mlxspec-engine", daemon=True)
         self._thread.start()
 
     # -- thread plumbing ------------------------------------------------------------
     def _loop(self) -> None:
         while True:
+            while self.idle.pending and self._jobs.empty():  # any job ends idle training
+                self.idle.run_slice(self.engine, lambda: not self._jobs.empty())
             job = self._jobs.get()
             if job is None:
                 return
@@ -110,8 +114,10 @@ class EngineThread:
         self._thread.join(timeout)
 
     # -- jobs ------------------------------------------------------------------------
-    def load(self, model: Optional[str], draft: str) -> Future:
-        """Replace the engine; the future's result is (engine, warnings) or the load error."""
+    def load(self, model: Optional[str], draft: str, **options) -> Future:
+        """Replace the engine; the future's result is (engine, warnings) or the load error.
+        `options` (e.g. adapt) go to the loader; None values are left out (the default)."""
+        options = {k: v for k, v in options.items() if v is not None}
 
         def job():
             loader = self._loader
@@ -120,33 +126,44 @@ class EngineThread:
 
                 loader = load_backend
             self.engine = None  # drop the old models before loading new ones
+            self.idle.disarm()
+            self.idle.report(None)
             # Warnings (e.g. "draft model unavailable") must not print over the screen.
             capture = _ListHandler()
             log = logging.getLogger("mlxspec")
             log.addHandler(capture)
             try:
                 try:
-                    engine = loader(model, draft)
+                    engine = loader(model, draft, **options)
                 except HeadLoadError as exc:
                     if draft != "head":
                         raise
                     # No usable head: chat with the best other drafter rather than no model.
                     capture.messages.append(f"{first_line(exc)} — using the auto drafter instead")
-                    engine = loader(model, "auto")
+                    engine = loader(model, "auto", **options)
             finally:
                 log.removeHandler(capture)
             problems = mismatches(engine)
             if problems:
                 raise TypeError(f"the loader's backend does not fit the chat: {'; '.join(problems)}")
             self.engine = engine
+            self.idle.report(engine)
             return engine, capture.messages
 
         return self.submit(job)
 
     def generate(self, messages: list[dict], *, temp: float, top_p: float, max_tokens: int,
-                 seed: Optional[int] = None) -> GenerationHandle:
+                 seed: Optional[int] = None, idle_s: float = DEFAULT_IDLE_S) -> GenerationHandle:
+        """Stream a reply; then, when the head adapts, train it for up to `idle_s` seconds
+        until the next job arrives."""
         handle = GenerationHandle()
-        self.submit(lambda: self._generate(handle, messages, temp, top_p, max_tokens, seed))
+
+        def job():
+            self._generate(handle, messages, temp, top_p, max_tokens, seed)
+            if self.engine is not None:
+                self.idle.arm(self.engine, idle_s)
+
+        self.submit(job)
         return handle
 
     def _generate(self, handle, messages, temp, top_p, max_tokens, seed) -> None:

@@ -16,6 +16,8 @@ class ChatSettings:
     max_tokens: int = 512
     system: str = ""
     show_draft: bool = False  # colour tokens by origin (draft vs target)
+    adapt: Optional[bool] = None  # the head learns from replies; None = the loader's default (on)
+    idle_adapt_s: float = 30.0  # most idle training per reply (0 = none between replies)
 
     @property
     def draft_method(self) -> str:
@@ -27,7 +29,11 @@ class ChatSettings:
 
     def engine_key(self) -> tuple:
         """Settings that need a reload of the engine when they change."""
-        return (self.model or None, self.draft)
+        return (self.model or None, self.draft, self.adapt)
+
+    def load_options(self) -> dict:
+        """Engine options for the loader (mlxspec.load keywords); None = its default."""
+        return {"adapt": self.adapt}
 
     def validate(self) -> Optional[str]:
         """One line describing the first problem, or None when the settings are usable."""
@@ -37,6 +43,8 @@ class ChatSettings:
             return f"top-p must be in (0, 1], got {self.top_p}"
         if self.max_tokens <= 0:
             return f"max tokens must be positive, got {self.max_tokens}"
+        if not 0 <= self.idle_adapt_s < float("inf"):  # NaN too
+            return f"idle adaptation seconds must be a finite number >= 0, got {self.idle_adapt_s}"
         if not self.draft.strip():
             return "draft model name is empty"
         return None

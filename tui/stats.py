@@ -37,13 +37,26 @@ def speedup(stats: dict) -> Optional[float]:
     return stats.get("speedup")
 
 
+def reply_footer(finish: str, stats: dict) -> str:
+    """The line under a finished reply."""
+    bits = {"stopped": ["stopped"], "length": ["max tokens reached"], "error": ["failed"]}.get(finish, [])
+    if stats:
+        bits.append(f"{stats['tokens']} tokens at {stats['tps']:.1f} tok/s")
+        if stats.get("drafted"):
+            bits.append(f"{stats['acceptance']:.0%} of drafts accepted")
+        if speedup(stats):
+            bits.append(f"{speedup(stats):.2f}× vs plain")
+    return " · ".join(bits)
+
+
 def _short(text: str, most: int) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def status_line(stats: dict, model: str, draft: str, state: str = "",
-                width: Optional[int] = None) -> str:
-    """One line: model · draft · tok/s · acceptance · mean length · vocab · speedup · state.
+                width: Optional[int] = None, adapt: tuple[str, str] = ("", "")) -> str:
+    """One line: model · draft · tok/s · acceptance · mean length · vocab · speedup ·
+    head trend · state. `adapt`: (word, trend) of an adapting head (tui/adapting.py).
     With `width`, the least useful parts go first until the line fits (it never wraps)."""
     draft = draft or "none"
     label = draft if ":" in draft else f"draft: {draft}"  # "draft:x" / "head:x" say it already
@@ -61,6 +74,11 @@ def status_line(stats: dict, model: str, draft: str, state: str = "",
             parts.append((6, f"{speedup(stats):.2f}× plain"))
         if stats.get("fallback"):
             parts.append((4, "fallback: plain"))
+    word, trend = adapt
+    if trend:
+        parts.append((5.5, trend))
+    if word:
+        parts.append((8.5, word))
     if state:
         parts.append((10, state))
     joined = lambda: SEP.join(t for _, t in parts)  # noqa: E731

@@ -1,7 +1,6 @@
 """`mlxspec chat`: the Textual chat app (mlxspec.tui), plus list/export of saved chats."""
 from __future__ import annotations
 
-import os
 import time
 
 import click
@@ -23,9 +22,13 @@ from mlxspec.errors import InvalidParameterError
 @click.option("--export", "export_id", metavar="ID", help="Export a saved conversation as Markdown and exit.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where --export writes (default: data dir).")
 @click.option("--adapt/--no-adapt", "adapt", default=None,
-              help="The draft head learns from every reply (default: on when a head drafts).")
+              help="The draft head learns from every reply and while you type "
+                   "(default: on when a head drafts).")
+@click.option("--idle-adapt", "idle_adapt_s", type=float, default=30.0, show_default=True,
+              metavar="SECONDS", help="Most head training between two replies (0 = only the "
+                                      "short slice after each reply).")
 def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, list_only,
-         export_id, output, adapt):
+         export_id, output, adapt, idle_adapt_s):
     """Chat with a model in the terminal; draft tokens and live speed are shown."""
     from mlxspec.tui.settings import ChatSettings
     from mlxspec.tui.store import ConversationStore
@@ -48,7 +51,8 @@ def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, l
     check_name(draft, "draft")
     check_sampling(max_tokens, temp, top_p, 0, None, None, None)  # NaN / inf too
     settings = ChatSettings(model=model, draft=draft, temp=temp, top_p=top_p,
-                            max_tokens=max_tokens, system=system, show_draft=show_draft)
+                            max_tokens=max_tokens, system=system, show_draft=show_draft,
+                            adapt=adapt, idle_adapt_s=idle_adapt_s)
     problem = settings.validate()
     if problem:
         raise InvalidParameterError(problem)
@@ -58,9 +62,6 @@ def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, l
         if model is None and conv.model:
             settings = settings.with_(model=conv.model)  # same model, so the turns make sense
     from mlxspec.tui.app import ChatApp
-
-    if adapt is not None:  # the app loads through mlxspec.load, which reads this
-        os.environ["MLXSPEC_ADAPT"] = "1" if adapt else "0"
 
     ChatApp(settings, conversation=conv, store=store).run()
 
