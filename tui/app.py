@@ -13,7 +13,7 @@ from textual.widgets import Footer, Header, Input, Static
 from textual.worker import get_current_worker
 
 from mlxspec.tui.adapting import AdaptUpdate, trend_text
-from mlxspec.tui.screens.conversations import ConversationsScreen
+from mlxspec.tui.saved import SavedConversations
 from mlxspec.tui.engine_thread import Chunk, Done, EngineThread, Prefill, describe_error
 from mlxspec.tui.screens.help import HelpScreen
 from mlxspec.tui.widgets.messages import (DRAFT_STYLE, TARGET_STYLE, AssistantMessage, Notice,
@@ -28,7 +28,7 @@ LEGEND = ("  ■ draft", " ■ target")
 WELCOME = "Type a message and press enter · esc stops a reply · ctrl+t shows draft tokens · f1 help"
 
 
-class ChatApp(App):
+class ChatApp(SavedConversations, App):
     TITLE = "mlxspec chat"
     ENABLE_COMMAND_PALETTE = False
     CSS_PATH = "chat.tcss"  # the styles of the app, its screens and widgets
@@ -273,19 +273,6 @@ class ChatApp(App):
         self.sub_title = self.conv.title or (self.conv.auto_title() if self.conv.messages else "")
         self.update_status()
 
-    def save(self) -> None:
-        if not self.conv.messages:
-            return
-        self.conv.model = self.model_name if self.model_name not in ("default model", "no model") \
-            else (self.settings.model or "")
-        self.conv.draft = self.draft_name if self.draft_name != "…" else self.settings.draft
-        self.conv.system = self.settings.system
-        try:
-            self.store.save(self.conv)
-        except OSError as exc:
-            self.notify(f"Could not save the conversation: {exc}", severity="error")
-        self.sub_title = self.conv.title or self.conv.auto_title()
-
     # -- actions -------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
         if isinstance(self.screen, ModalScreen) and action not in ("quit",):
@@ -322,58 +309,3 @@ class ChatApp(App):
             await self.notice(f"Loading {new.model or 'the default model'} (drafter: {new.draft})…")
             self.load_engine()
         self.update_status()
-
-    def _busy(self) -> bool:
-        if self.handle is not None:
-            self.notify("Stop the reply first (esc).", severity="warning")
-            return True
-        return False
-
-    async def action_new_chat(self) -> None:
-        if self._busy():
-            return
-        self.conv = Conversation(system=self.settings.system)
-        await self.render_conversation()
-
-    def action_conversations(self) -> None:
-        if self._busy():
-            return
-        self.push_screen(ConversationsScreen(self.store), self._conversations_done)
-
-    async def _conversations_done(self, result) -> None:
-        if result and result[0] == "resume":
-            await self.resume(result[1])
-
-    async def resume(self, conv_id: str) -> None:
-        try:
-            self.conv = self.store.load(conv_id)
-        except (KeyError, OSError, ValueError) as exc:
-            await self.notice(f"⚠ could not open conversation: {exc}", error=True)
-            return
-        self.settings = self.settings.with_(system=self.conv.system)
-        await self.render_conversation()
-        if self.conv.model and self.conv.model not in (self.model_name, self.settings.model):
-            await self.notice(f"This conversation was made with {self.conv.model}; "
-                              f"continuing with {self.model_name} (ctrl+o to change).")
-
-    def action_export(self) -> None:
-        if not self.conv.messages:
-            self.notify("Nothing to export yet.")
-            return
-        try:
-            path = self.store.export_markdown(self.conv)
-        except OSError as exc:
-            self.notify(f"Export failed: {exc}", severity="error")
-            return
-        self.notify(f"Exported to {path}", timeout=6)
-
-    async def action_quit(self) -> None:
-        if self.handle is not None and self.current is not None:
-            # Keep what was generated so far, marked as stopped, then leave.
-            self.handle.cancel()
-            if self.current.content.strip():
-                self.conv.messages.append(Message("assistant", self.current.content,
-                                                  self.current.spans, self.live_stats, "stopped"))
-            self.save()
-            self.handle = None
-        self.exit()
