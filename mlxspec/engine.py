@@ -211,13 +211,16 @@ class Engine:
             self._room = room  # early-exit rounds gather up to this many tokens
             try:
                 k = gov.plan() if gov is not None and room > 1 else 0
-                tree, t_draft = self._draft(k, room, seq, params, rng) if k else (None, 0.0)
-                if tree is not None and (not gov.worth_verifying(len(tree), tree.depth)):
+                free = not k and gov is not None and room > 1 and gov.free_drafts_allowed \
+                    and getattr(self.drafter, "has_free_branches", False)  # copies alone may pay
+                tree, t_draft = self._draft(k or gov.max_k, room, seq, params, rng, free) \
+                    if k or free else (None, 0.0)
+                if tree is not None and (not gov.worth_verifying(len(tree), tree.depth, free)):
                     tree = None
                 if tree is None:
                     out = self._plain_step(seq, params, rng, gov)
                 else:
-                    out = self._round(seq, params, rng, gov, tree, t_draft)
+                    out = self._round(seq, params, rng, gov, tree, t_draft, free)
             except BaseException:
                 self.reset()  # a half-done step: the caches no longer describe seq
                 raise
@@ -276,11 +279,12 @@ class Engine:
             return greedy_token(logits[-1], context, params)
         return sample(probs_from_logits(logits[-1], context, params), rng)
 
-    def _draft(self, k, room, seq, params, rng) -> tuple[Optional[DraftTree], float]:
-        """The drafter's tree, cut to what this call may still emit and what the
-        context still holds; None when it proposed nothing."""
+    def _draft(self, k, room, seq, params, rng, free=False) -> tuple[Optional[DraftTree], float]:
+        """The drafter's tree (`free`: its copied branches alone), cut to what this call
+        may still emit and what the context still holds; None when it proposed nothing."""
         t0 = time.perf_counter()
-        tree = self.drafter.propose(min(k, room - 1), params, rng)
+        propose = self.drafter.propose_free if free else self.drafter.propose
+        tree = propose(min(k, room - 1), params, rng)
         t_draft = time.perf_counter() - t0
         if not self.runner.supports_tree and not tree.is_chain:
             tree = tree.first_chain()
@@ -300,7 +304,7 @@ class Engine:
         seq.append(nxt)
         return [nxt]
 
-    def _round(self, seq, params, rng, gov, tree: DraftTree, t_draft: float) -> list[int]:
+    def _round(self, seq, params, rng, gov, tree: DraftTree, t_draft: float, free: bool = False) -> list[int]:
         if self.verify_mode == "early-exit":
             from mlxspec.hierarchy import early_exit_round
 
@@ -317,7 +321,7 @@ class Engine:
         kept = [tree.tokens[i] for i in path]
         self.drafter.accept(kept, nxt)
         gov.record_round(time.perf_counter() - t0 + t_draft, tree.depth, len(path), len(path) + 1,
-                         t_draft, tree.guessed)
+                         t_draft, tree.guessed, free)
         seq.extend(kept)
         seq.append(nxt)
         return kept + [nxt]

@@ -32,6 +32,7 @@ _PRIOR_ACCEPT, _PRIOR_WEIGHT = 0.7, 2.0  # optimistic enough to try a new drafte
 _FORGET_ROUND = 0.85  # weight of the past per verified round
 _FORGET_PLAIN = 0.97  # ... per plain step (drifts back to the prior: a probe)
 _DRAFT_COST_PRIOR = 0.05  # draft step / target step, until measured
+_HINT_WEIGHT = 8.0  # a drafter's own estimate counts as this many measured rounds
 
 
 class Governor:
@@ -44,6 +45,7 @@ class Governor:
         self._plain_recent: deque = deque([plain_step_s] if plain_step_s else [], maxlen=_WINDOW)
         self._kept = 0.0  # decayed counts of drafted positions kept / first rejections
         self._missed = 0.0
+        self._free = [0.0, 0.0]  # the same for drafts of copied tokens alone (free rounds)
         self.draft_cost = _DRAFT_COST_PRIOR
         self._recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) of recent rounds
         self._pause_left = 0
@@ -57,14 +59,25 @@ class Governor:
         self._pause_left = 0
         self._recent.clear()
 
+    def hint(self, acceptance: float, weight: float = _HINT_WEIGHT) -> None:
+        """The drafter's own estimate of its acceptance (a learning head's held-out
+        agreement with the target) replaces what was measured of it: the head changed
+        since, and rounds it was not given cannot show that it improved."""
+        a = min(max(float(acceptance), 0.0), 1.0)
+        self._kept, self._missed = a * weight, (1.0 - a) * weight
+        self._resize()
+
     # -- the model -------------------------------------------------------------------
     @property
     def acceptance(self) -> float:
-        a = _PRIOR_ACCEPT * _PRIOR_WEIGHT + self._kept
-        return a / (_PRIOR_WEIGHT + self._kept + self._missed)
+        return _estimate(self._kept, self._missed)
 
-    def expected_tokens(self, depth: int) -> float:
-        a = self.acceptance
+    @property
+    def free_acceptance(self) -> float:
+        return _estimate(*self._free)
+
+    def expected_tokens(self, depth: int, free: bool = False) -> float:
+        a = self.free_acceptance if free else self.acceptance
         return sum(a ** i for i in range(depth + 1))
 
     def _best_depth(self) -> tuple[int, float]:
@@ -76,12 +89,20 @@ class Governor:
                 best, gain = k, g
         return best, gain
 
-    def worth_verifying(self, nodes: int, depth: int) -> bool:
+    def worth_verifying(self, nodes: int, depth: int, free: bool = False) -> bool:
         """Whether a draft already made (its drafting cost spent) is expected to beat a
-        plain step: free drafts (copied tokens) are judged here."""
+        plain step: free drafts (copied tokens) are judged here. `free`: a draft of the
+        branches alone, offered when plan() said the drafter's own guesses do not pay,
+        judged on how such drafts did (free_acceptance)."""
         if not self.adaptive:
             return nodes > 0
-        return nodes > 0 and self.expected_tokens(depth) > self.cost.ratio(nodes + 1)
+        return nodes > 0 and self.expected_tokens(depth, free) > self.cost.ratio(nodes + 1)
+
+    @property
+    def free_drafts_allowed(self) -> bool:
+        """Copies may be offered while plan() is 0 because the drafter's own guesses do
+        not pay, not while speculation is paused for measured losses."""
+        return self.adaptive and self.plain_step_s is not None and not self.paused
 
     # -- measurements --------------------------------------------------------------
     def record_plain(self, seconds: float) -> None:
@@ -89,6 +110,7 @@ class Governor:
             self._pause_left -= 1
         self._kept *= _FORGET_PLAIN
         self._missed *= _FORGET_PLAIN
+        self._free = [v * _FORGET_PLAIN for v in self._free]
         self._plain_recent.append(seconds)
         # The median of recent steps: one lucky fast step must not make every round look
         # slow. With fewer than 3 samples the first, cold step is left out (minimum).
@@ -97,13 +119,17 @@ class Governor:
         self._resize()
 
     def record_round(self, seconds: float, depth: int, kept: int, emitted: int,
-                     draft_seconds: float = 0.0, guessed: int = 0) -> None:
+                     draft_seconds: float = 0.0, guessed: int = 0, free: bool = False) -> None:
         """A verified round: a draft `depth` deep whose kept path is `kept` long emitted
         `emitted` tokens in `seconds`, of which `draft_seconds` drafting `guessed`
-        tokens that cost a draft step."""
+        tokens that cost a draft step (`free`: a draft of the branches alone)."""
         self._recent.append((seconds, emitted))
-        self._kept = self._kept * _FORGET_ROUND + kept
-        self._missed = self._missed * _FORGET_ROUND + (1.0 if kept < depth else 0.0)
+        missed = 1.0 if kept < depth else 0.0
+        if free:
+            self._free = [self._free[0] * _FORGET_ROUND + kept, self._free[1] * _FORGET_ROUND + missed]
+        else:
+            self._kept = self._kept * _FORGET_ROUND + kept
+            self._missed = self._missed * _FORGET_ROUND + missed
         if guessed > 0 and self.plain_step_s:
             per = draft_seconds / guessed / self.plain_step_s
             self.draft_cost = 0.7 * self.draft_cost + 0.3 * per
@@ -145,3 +171,8 @@ class Governor:
         if self.plain_step_s is None or self.paused:
             return 0
         return self.k
+
+
+def _estimate(kept: float, missed: float) -> float:
+    """Per-position acceptance from decayed counts, drawn towards an optimistic prior."""
+    return (_PRIOR_ACCEPT * _PRIOR_WEIGHT + kept) / (_PRIOR_WEIGHT + kept + missed)

@@ -209,3 +209,76 @@ def test_every_token_a_round_emits_counts_for_the_rate(tree, monkeypatch):
     assert [r.token for r in out] == ref
     assert stats.rounds == len(seen) > 0 and stats.accepted > 0
     assert sum(seen) == stats.accepted + stats.rounds
+
+
+def test_a_drafters_hint_replaces_what_was_measured_of_it():
+    """A learning head the governor stopped using gets rounds again when its own held-out
+    estimate rises (rounds it was not given cannot show that it improved), and a low
+    estimate stops it."""
+    gov = calibrated(0.1)
+    for _ in range(12):
+        gov.record_round(0.2, 4, 0, 1)  # every draft rejected at once
+    gov.new_call()  # a new reply: no pause left, the measured acceptance stays
+    assert not gov.paused and gov.plan() == 0
+    gov.hint(0.9)
+    assert gov.plan() >= 2
+    gov.hint(0.0)
+    assert gov.plan() == 0
+
+
+class HintStub(Drafter):
+    """Drafts nothing useful; reports a new acceptance estimate before every reply."""
+
+    def __init__(self, hints):
+        self.hints = list(hints)
+
+    def reset(self, tokens, runner):
+        pass
+
+    def extend(self, tokens):
+        pass
+
+    def accept(self, kept, nxt):
+        pass
+
+    def propose(self, k, params, rng, max_nodes=None):
+        return DraftTree.chain([0] * k, guessed=k)
+
+    def acceptance_hint(self):
+        return self.hints.pop(0) if self.hints else None
+
+
+def test_the_engine_passes_a_drafters_hint_to_the_governor():
+    target = tiny_model(V, layers=2, hidden=32, seed=3)
+    engine = Engine(target, CharTokenizer(V), HintStub([0.0, 0.95]), num_draft=4, draft_name="stub")
+    engine.cost, engine.plain_step_s = CPU_FLOAT, 0.1
+    first = list(engine.stream([1, 2, 3], SamplingParams(), max_tokens=6))
+    assert first[-1].stats.rounds == 0  # hint 0: no rounds
+    (gov,) = engine._governors.values()
+    assert gov.acceptance < 0.5
+    list(engine.stream([1, 2, 3, 4], SamplingParams(), max_tokens=2))
+    assert gov.acceptance > 0.8  # before its first round: the hint
+
+
+@pytest.mark.parametrize("free", [True, False])
+def test_copies_are_still_verified_while_the_drafters_own_guesses_do_not_pay(free, monkeypatch):
+    """A head that does not pay (its hint says 0) must not stop its lookup branches: the
+    engine offers the copies alone and judges them on how copies did. Control: without
+    that path no round runs at all."""
+    from mlxspec.drafters.compose import Composite
+    from mlxspec.drafters.lookup import LookupDrafter
+
+    if not free:
+        monkeypatch.setattr(Composite, "has_free_branches", property(lambda self: False))
+    target = tiny_model(V, layers=2, hidden=48, seed=3)
+    prompt = [1, 2, 3, 4] * 3
+    drafter = Composite(HintStub([0.0]), [LookupDrafter()])
+    engine = Engine(target, CharTokenizer(V), drafter, num_draft=4, draft_name="stub+lookup")
+    engine.cost, engine.plain_step_s = CPU_FLOAT, 0.1
+    out = list(engine.stream(prompt, SamplingParams(), max_tokens=16))
+    assert [r.token for r in out] == greedy_reply(target, prompt)
+    (gov,) = engine._governors.values()
+    if free:
+        assert out[-1].stats.rounds > 0 and gov.acceptance < 0.5 and gov.free_acceptance != gov.acceptance
+    else:
+        assert out[-1].stats.rounds == 0

@@ -46,7 +46,8 @@ class Adapter:
                                      optimizer_state, steps=counters.steps)
 
     @classmethod
-    def open(cls, model, model_dir: Path, tokenizer=None, exit_layer: Optional[int] = None, **kw) -> "Adapter":
+    def open(cls, model, model_dir: Path, tokenizer=None, exit_layer: Optional[int] = None,
+             new_head_kw: Optional[dict] = None, **kw) -> "Adapter":
         """Continue the model's adapted head; else start from its newest trained head;
         else from a new head initialised from the target's own layer (new_head)."""
         from mlxspec.drafters.head import build_head, find_heads
@@ -71,7 +72,7 @@ class Adapter:
         # No head yet: the target's layer k as the head; the core ranks by token id until
         # the decayed counts of this person's replies re-rank it (TokenCounts.rerank).
         ranking = list(dict.fromkeys(eos + list(range(lm.vocab_size))))
-        return cls(model, model_dir, new_head(model, exit_layer), ranking, _state.Counters(base=None),
+        return cls(model, model_dir, new_head(model, exit_layer, **(new_head_kw or {})), ranking, _state.Counters(base=None),
                    eos_ids=eos, **kw)
 
     # -- feeding -------------------------------------------------------------------------

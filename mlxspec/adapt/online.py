@@ -163,6 +163,23 @@ class OnlineTrainer:
                      "seconds": round(time.perf_counter() - t0, 4)}
         return self.last
 
+    def newest_agreement(self, chunks: int = 2) -> Optional[float]:
+        """Top-1 agreement of the head with the target (on the core; a feature-input head
+        fed its own features, as inside a chain) on the reply rows of the newest chunks:
+        held out when called before the step that trains on them."""
+        picked = [c for c in self.buffer.newest(chunks) if c.n >= 2 and c.reply[: c.n].any()]
+        if not picked:
+            return None
+
+        def batches():
+            for c in picked:
+                yield (mx.array(c.hk[None, : c.n]).astype(mx.float32), mx.array(c.hn[None, : c.n]).astype(mx.float32),
+                       mx.array(c.reply[None, : c.n].astype(np.float32)))
+
+        self.head.eval()
+        got = score_batches(self.head, batches(), self.W, self.core_ids)
+        return got.get("top1_agreement_chained", got["top1_agreement_core_vocab"])
+
     def evaluate(self, buffer: Optional[StateBuffer] = None, reply_only: bool = True) -> dict:
         """Teacher-forced proxies (training.train.score_batches: top-1 agreement with the
         target over the full vocabulary and the core...) on a buffer's windows (default:

@@ -87,7 +87,7 @@ METHODS = ("plain", "lookup", "frozen", "adapting", "adapting+lookup")
 
 
 def engines(target, method: str, state_dir, budget: float = 0.10, lr: Optional[float] = None,
-            governor: bool = True):
+            governor: bool = True, head_kw: Optional[dict] = None):
     """An engine for one method of the comparison; heads start from no head (a new head
     from the target's layer, its state under `state_dir`)."""
     from mlxspec.adapt import Adapter, AdaptSettings
@@ -100,7 +100,10 @@ def engines(target, method: str, state_dir, budget: float = 0.10, lr: Optional[f
         drafter = with_branches(target, None)
     elif method != "plain":
         settings = AdaptSettings(lr=lr) if lr else None
-        adapter = Adapter.open(target.model, state_dir, target.tokenizer, settings=settings)
+        head_kw = dict(head_kw or {})
+        exit_layer = head_kw.pop("exit_layer", None)
+        adapter = Adapter.open(target.model, state_dir, target.tokenizer, exit_layer=exit_layer,
+                               new_head_kw=head_kw, settings=settings)
         drafter = AdaptiveHeadDrafter(target.model, adapter, budget_fraction=budget,
                                       learn=method != "frozen", label=f"head:{method.split('+')[0]}")
         if method.endswith("+lookup"):
@@ -129,13 +132,18 @@ def main(argv=None) -> None:
     ap.add_argument("--json", dest="out", default=None, help="write every row here")
     ap.add_argument("--no-governor", dest="governor", action="store_false",
                     help="draft every round (measures the head's acceptance on every reply)")
+    ap.add_argument("--exit-layer", type=int, default=None, help="a new head's exit layer")
+    ap.add_argument("--feature-input", action="store_true", default=None, help="a new head reads the target's features")
+    ap.add_argument("--init-layer", type=int, default=None, help="the target layer a new head's block copies")
     a = ap.parse_args(argv)
+    head_kw = {k: v for k, v in (("exit_layer", a.exit_layer), ("feature_input", a.feature_input),
+                                 ("init_layer", a.init_layer)) if v is not None}
     target = load_model(a.model)
     prompts = session(a.per_domain)
     result = {}
     for method in a.methods.split(","):
         with tempfile.TemporaryDirectory() as tmp:
-            eng = engines(target, method, Path(tmp), a.budget, a.lr, a.governor)
+            eng = engines(target, method, Path(tmp), a.budget, a.lr, a.governor, head_kw)
             t0 = time.perf_counter()
 
             def show(row, method=method):

@@ -104,6 +104,7 @@ class AdaptiveHeadDrafter(HeadDrafter):
         self._runner_made: Optional[AdaptiveRunner] = None
         self._save_s = 0.0  # EMA of one save's seconds (spent inside the budget)
         self.last_update: dict = {"steps": 0, "seconds": 0.0}
+        self._hint: Optional[float] = None
 
     # -- Drafter interface ------------------------------------------------------------
     def make_runner(self, model) -> AdaptiveRunner:
@@ -130,7 +131,14 @@ class AdaptiveHeadDrafter(HeadDrafter):
             return {"steps": 0, "seconds": 0.0}
         drafted = getattr(stats, "drafted", 0)
         self.adapter.end_reply(stats.acceptance_rate if drafted else None)
+        # Measured before training on this reply: held out, and available even when the
+        # governor gave the head no rounds.
+        self._hint = self.adapter.trainer.newest_agreement()
         return self.update(self.budget_fraction * max(0.0, float(seconds)), max_steps=self.max_steps)
+
+    def acceptance_hint(self) -> Optional[float]:
+        hint, self._hint = self._hint, None
+        return hint if self.learn else None
 
     def idle_update(self, stop: Callable[[], bool], budget_s: float = 30.0) -> dict:
         """Train between replies until stop() (checked before each step) or budget_s."""

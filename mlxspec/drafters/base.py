@@ -48,6 +48,11 @@ class Drafter:
         """Tokens were appended without a draft."""
         raise NotImplementedError
 
+    def acceptance_hint(self) -> Optional[float]:
+        """A new estimate of the per-position acceptance from outside the rounds (a head
+        that learnt since its last measured rounds), once; None: nothing new."""
+        return None
+
     def end_reply(self, stats, seconds: float) -> None:
         """A reply ended (its SpecStats and seconds): a drafter that learns (adaptive.py)
         trains here, within a budget. Called by response.responses."""

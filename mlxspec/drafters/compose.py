@@ -50,15 +50,35 @@ class Composite(Drafter):
         for d in self.parts:
             d.end_reply(stats, seconds)
 
+    def acceptance_hint(self):
+        return self.primary.acceptance_hint() if self.primary is not None else None
+
     def propose(self, k, params, rng, max_nodes: Optional[int] = None) -> DraftTree:
         budget = self.max_nodes if max_nodes is None else max_nodes
-        found = [b.propose(k, params, rng).tokens for b in self.branches]
-        found = [f for f in found if f]
+        found = self._found(k, params, rng)
         if self.primary is None:
             tree = DraftTree()
         else:
             own = max(_MIN_OWN_NODES, budget - max(map(len, found), default=0))
             tree = self.primary.propose(k, params, rng, max_nodes=own)
+        return self._merge(tree, found, budget)
+
+    @property
+    def has_free_branches(self) -> bool:
+        """Whether propose_free can offer copies apart from the drafter's own guesses."""
+        return self.primary is not None and bool(self.branches)
+
+    def propose_free(self, k, params, rng) -> DraftTree:
+        """The branches alone (no draft step): when the drafter's own guesses are not
+        expected to pay (a head still learning), copied tokens may still."""
+        return self._merge(DraftTree(), self._found(k, params, rng), self.max_nodes)
+
+    def _found(self, k, params, rng) -> list[list[int]]:
+        found = [b.propose(k, params, rng).tokens for b in self.branches]
+        return [f for f in found if f]
+
+    @staticmethod
+    def _merge(tree: DraftTree, found, budget: int) -> DraftTree:
         for branch in found:
             tree = tree.add_branch(branch, max_new=max(0, budget - len(tree)))
         return tree

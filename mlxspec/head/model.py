@@ -103,18 +103,20 @@ class DraftHead(nn.Module):
 
 
 def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: float = 1.0,
-             feature_input: bool = False) -> DraftHead:
-    """A head for `model`, initialised from the target's layer `exit_layer` (a feature
-    input starts as [I 0]: h_k passes through, the feature is learnt)."""
+             feature_input: bool = False, init_layer: Optional[int] = None) -> DraftHead:
+    """A head for `model`, its block initialised from the target's layer `init_layer`
+    (default: `exit_layer`, the first layer the draft skips; a feature input starts as
+    [I 0]: h_k passes through, the feature is learnt)."""
     lm = LayeredModel(model)
     k = default_exit_layer(lm.num_layers) if exit_layer is None else int(exit_layer)
     if not 1 <= k < lm.num_layers:
         from mlxspec.errors import InvalidParameterError
 
         raise InvalidParameterError(f"exit layer must be in 1..{lm.num_layers - 1}, got {k}")
+    src = k if init_layer is None else int(init_layer) % lm.num_layers
     # Float copies of the target's weights (dequantized when the target is quantized):
     # the head itself is float32 whatever the target's format.
-    src_params = {n: w.astype(mx.float32) for n, w in dense_params(lm.layers[k]).items()}
+    src_params = {n: w.astype(mx.float32) for n, w in dense_params(lm.layers[src]).items()}
     full_ffn = int(src_params["mlp.gate_proj.weight"].shape[0])
     ffn = max(8, int(round(full_ffn * ffn_ratio)))
     cfg = HeadConfig(
