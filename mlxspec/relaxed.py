@@ -209,8 +209,22 @@ class Counter:
 def request_draft_rows(drafter) -> None:
     """Ask a drafter (and the parts of a composition) for its q rows in greedy decoding
     too: relaxed greedy verification blends them. Copied tokens stay point masses."""
+    _set_draft_rows(drafter, True)
+
+
+def configure(engine, verify: str, weight: Optional[float] = None, budget: Optional[float] = None) -> None:
+    """Switch a loaded engine between exact and relaxed verification (the eval compares
+    settings on one loaded model). Exact turns the drafters' greedy q rows off again."""
+    if verify not in ("exact", "relaxed"):
+        raise InvalidParameterError(f"only exact and relaxed can be switched on a loaded engine, got {verify!r}")
+    engine.relax = Relaxed.checked(weight, budget) if verify == "relaxed" else None
+    engine.verify_mode = verify
+    _set_draft_rows(engine.drafter, verify == "relaxed")
+
+
+def _set_draft_rows(drafter, on: bool) -> None:
     if drafter is None:
         return
-    drafter.greedy_q = True
+    drafter.greedy_q = on
     for part in getattr(drafter, "parts", []):
-        request_draft_rows(part)
+        _set_draft_rows(part, on)

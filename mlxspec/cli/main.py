@@ -84,6 +84,7 @@ def _register():
         bench_cmd,
         chat_cmd,
         doctor_cmd,
+        eval_cmd,
         generate_cmd,
         head_cmd,
         models_cmd,
@@ -98,6 +99,7 @@ def _register():
     cli.add_command(train_cmd.train_head)
     cli.add_command(head_cmd.head)
     cli.add_command(adapt_cmd.adapt)
+    cli.add_command(eval_cmd.eval_)
 
 
 _register()
