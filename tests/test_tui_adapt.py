@@ -173,3 +173,14 @@ def test_trend_text():
     word, trend = trend_text({"acceptance": [0.0] * 5 + [0.1, 0.5, 1.0]}, False)
     assert word == "" and trend == "head acc ▁▁▁▁▁▂▅█ 0%→100%"
     assert len(trend_text({"acceptance": [0.3] * 50}, False)[1]) == len("head acc ") + 8 + len(" 30%→30%")
+
+
+def test_the_trend_fits_the_status_bar():
+    from mlxspec.tui.stats import status_line
+
+    stats = {"tps": 12.5, "drafted": 9, "acceptance": 0.5, "mean_len": 2.0, "rounds": 3, "speedup": 1.4}
+    adapt = trend_text({"acceptance": [0.1, 0.2, 0.3]}, True)
+    full = status_line(stats, "smollm2-135m-instruct", "head:adapting", "", adapt=adapt)
+    assert full.endswith(f" · head acc {sparkline([0.1, 0.2, 0.3])} 10%→30% · adapting…"), full
+    short = status_line(stats, "smollm2-135m-instruct", "head:adapting", "", width=60, adapt=adapt)
+    assert len(short) <= 60 and "adapting…" in short and "tok/s" in short, short

@@ -24,7 +24,9 @@ KEYS = [
 STATUS = (
     "Status bar: tokens/s of the reply · share of drafted tokens the target accepted · "
     "mean accepted length (tokens per target forward) · drafter vocabulary size · speedup "
-    "against plain decoding measured on this machine during this session."
+    "against plain decoding measured on this machine during this session. With a head that "
+    "adapts: its acceptance over the last replies (head acc, oldest to newest), and "
+    "\"adapting…\" while it trains between replies (a new message stops that at once)."
 )
 
 
