@@ -115,3 +115,12 @@ def test_eval_cli(engine, monkeypatch, tmp_path):
 ])
 def test_eval_bad_input_is_one_line(args, message):
     assert_one_line_error(CliRunner().invoke(cli, ["eval", *args]), message)
+
+
+def test_eval_relaxed_pairs(engine, monkeypatch):
+    monkeypatch.setattr(mlxspec.api, "load", lambda model=None, draft="auto", **kw: engine)
+    r = CliRunner().invoke(cli, ["eval", "--arith", "1", "--code", "0", "-n", "8", "--relaxed", "0.3:0.2",
+                                 "--relaxed", "0.6:1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [x["setting"] for x in json.loads(r.stdout)["rows"]] == ["exact", "relaxed w=0.3 b=0.2", "relaxed w=0.6 b=1"]
+    assert_one_line_error(CliRunner().invoke(cli, ["eval", "--relaxed", "0.3"]), "WEIGHT:BUDGET")

@@ -18,6 +18,8 @@ from mlxspec.cli.common import check_name, check_sampling, model_options, setup_
               help="Relaxed rows' draft weight (repeatable: one row per weight and budget).")
 @click.option("--relax-budget", "budgets", multiple=True, type=float,
               help="Relaxed rows' total-variation budget (repeatable).")
+@click.option("--relaxed", "pairs", multiple=True, metavar="W:B",
+              help="A relaxed row with weight W and budget B (repeatable; beside the grid above).")
 @click.option("--temp", "temps", multiple=True, type=float, help="Temperature (repeatable; default 0).")
 @click.option("--arith", "n_arith", type=click.IntRange(0, 1000), default=50, show_default=True,
               help="Arithmetic word problems.")
@@ -27,7 +29,7 @@ from mlxspec.cli.common import check_name, check_sampling, model_options, setup_
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (without the replies).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write every row and reply as JSON here.")
-def eval_(model, draft, verifies, weights, budgets, temps, n_arith, n_code, max_tokens, seed, as_json, output):
+def eval_(model, draft, verifies, weights, budgets, pairs, temps, n_arith, n_code, max_tokens, seed, as_json, output):
     """Accuracy, acceptance and speed of exact vs relaxed verification on a small offline eval."""
     import mlxspec
     from mlxspec.atomic import atomic_write_text
@@ -43,7 +45,7 @@ def eval_(model, draft, verifies, weights, budgets, temps, n_arith, n_code, max_
         check_sampling(max_tokens, t, 1.0, 0, None, seed, None)
     if n_arith + n_code == 0:
         raise InvalidParameterError("nothing to evaluate (--arith 0 --code 0)")
-    verifies = list(dict.fromkeys(verifies)) or ["exact", "relaxed"]
+    verifies = list(dict.fromkeys(verifies)) or (["exact"] if pairs else ["exact", "relaxed"])
     if (weights or budgets) and "relaxed" not in verifies:
         raise InvalidParameterError("--relax-weight and --relax-budget need --verify relaxed")
     settings = []
@@ -52,15 +54,25 @@ def eval_(model, draft, verifies, weights, budgets, temps, n_arith, n_code, max_
             settings.append(Setting())
         else:
             settings += [Setting("relaxed", w, b) for w in (weights or [None]) for b in (budgets or [None])]
+    for pair in pairs:
+        try:
+            w, b = (float(x) for x in pair.split(":"))
+        except ValueError:
+            raise InvalidParameterError(f"--relaxed takes WEIGHT:BUDGET, e.g. 0.5:0.3, got {pair!r}") from None
+        settings.append(Setting("relaxed", w, b))
     for s in settings:
         s.label  # validates the weight and budget before anything loads
     engine = mlxspec.load(model, draft, adapt=False)
-    rows = run(engine, settings, temps, n_arith, n_code, max_tokens, seed,
-               progress_factory=lambda label, n: Progress(label, n, "replies"))
     doc = {"model": engine.model_name, "draft": engine.draft_name, "max_tokens": max_tokens, "seed": seed,
-           "rows": rows}
-    if output:
-        atomic_write_text(output, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+           "rows": []}
+
+    def save(rows):
+        if output:
+            atomic_write_text(output, json.dumps({**doc, "rows": rows}, indent=1, ensure_ascii=False) + "\n")
+
+    rows = run(engine, settings, temps, n_arith, n_code, max_tokens, seed,
+               progress_factory=lambda label, n: Progress(label, n, "replies"), on_row=save)
+    doc["rows"] = rows
     if as_json:
         brief = [{k: v for k, v in r.items() if k != "replies"} for r in rows]
         click.echo(json.dumps({**doc, "rows": brief}, ensure_ascii=False))

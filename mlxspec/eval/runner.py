@@ -76,8 +76,9 @@ def summarise(row: dict) -> dict:
 
 
 def run(engine, settings: list[Setting], temps: list[float], n_arith: int, n_code: int, max_tokens: int,
-        seed: int = 0, progress_factory=None) -> list[dict]:
-    """One row per (temperature, setting), in that order; a short warm-up first."""
+        seed: int = 0, progress_factory=None, on_row=None) -> list[dict]:
+    """One row per (temperature, setting), in that order; a short warm-up first.
+    on_row(rows so far) after each row (the CLI saves them: a long run keeps its rows)."""
     import mlxspec
 
     work = items(n_arith, n_code, seed)
@@ -91,6 +92,8 @@ def run(engine, settings: list[Setting], temps: list[float], n_arith: int, n_cod
             row = run_setting(engine, s, temp, work, max_tokens, seed, prog)
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
