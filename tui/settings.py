@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 DRAFT_METHODS = ("auto", "none", "head", "model")  # "model" = a separate draft model
+VERIFY_CHOICES = ("exact", "relaxed", "early-exit")  # mlxspec.engine.VERIFY_MODES
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class ChatSettings:
     show_draft: bool = False  # colour tokens by origin (draft vs target)
     adapt: Optional[bool] = None  # the head learns from replies; None = the loader's default (on)
     idle_adapt_s: float = 30.0  # most idle training per reply (0 = none between replies)
+    verify: str = "exact"  # exact (lossless) | relaxed | early-exit
+    relax_weight: Optional[float] = None  # relaxed: the draft's weight (None: the default)
+    relax_budget: Optional[float] = None  # relaxed: the TV budget per position (None: the default)
 
     @property
     def draft_method(self) -> str:
@@ -29,11 +33,17 @@ class ChatSettings:
 
     def engine_key(self) -> tuple:
         """Settings that need a reload of the engine when they change."""
-        return (self.model or None, self.draft, self.adapt)
+        return (self.model or None, self.draft, self.adapt, self.verify, self.relax_weight, self.relax_budget)
 
     def load_options(self) -> dict:
         """Engine options for the loader (mlxspec.load keywords); None = its default."""
-        return {"adapt": self.adapt}
+        out = {"adapt": self.adapt}
+        if self.verify != "exact":  # exact: the loader's default
+            out["verify"] = self.verify
+        if self.verify == "relaxed":
+            out.update({k: v for k, v in (("relax_weight", self.relax_weight),
+                                          ("relax_budget", self.relax_budget)) if v is not None})
+        return out
 
     def validate(self) -> Optional[str]:
         """One line describing the first problem, or None when the settings are usable."""
@@ -47,6 +57,13 @@ class ChatSettings:
             return f"idle adaptation seconds must be a finite number >= 0, got {self.idle_adapt_s}"
         if not self.draft.strip():
             return "draft model name is empty"
+        if self.verify not in VERIFY_CHOICES:
+            return f"verify must be one of {', '.join(VERIFY_CHOICES)}, got {self.verify!r}"
+        w, b = self.relax_weight, self.relax_budget  # mlxspec.relaxed's ranges (NaN fails too)
+        if w is not None and not 0 <= w < 1:
+            return f"relax weight must be in [0, 1), got {w}"
+        if b is not None and not 0 <= b <= 1:
+            return f"relax budget (a total-variation distance) must be in [0, 1], got {b}"
         return None
 
     def with_(self, **changes) -> "ChatSettings":

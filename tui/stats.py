@@ -23,6 +23,11 @@ def reply_stats(r, plain_tps: Optional[float]) -> dict:
         "fallback": bool(s.fallback),
         "peak_gb": round(r.peak_memory, 3),
     }
+    if s.verify != "exact":
+        d["verify"] = s.verify
+    if s.verify == "relaxed":  # what relaxation cost (mlxspec/relaxed.py)
+        d["relaxed_tokens"] = s.extra.get("relaxed_tokens", 0)
+        d["tv_mean"] = round(s.extra.get("tv_mean", 0.0), 4)
     if plain_tps and s.rounds > 0:  # a speedup only where something speculated
         d["plain_tps"] = round(plain_tps, 2)
         d["speedup"] = round(r.generation_tps / plain_tps, 3)
@@ -46,6 +51,9 @@ def reply_footer(finish: str, stats: dict) -> str:
             bits.append(f"{stats['acceptance']:.0%} of drafts accepted")
         if speedup(stats):
             bits.append(f"{speedup(stats):.2f}× vs plain")
+        if stats.get("verify") == "relaxed":
+            bits.append(f"relaxed: {stats['relaxed_tokens']} tokens departed from the target "
+                        f"(mean TV {stats['tv_mean']:.3f})")
     return " · ".join(bits)
 
 
@@ -74,6 +82,8 @@ def status_line(stats: dict, model: str, draft: str, state: str = "",
             parts.append((6, f"{speedup(stats):.2f}× plain"))
         if stats.get("fallback"):
             parts.append((4, "fallback: plain"))
+        if stats.get("verify") == "relaxed":  # never lossless: always visible
+            parts.append((9.5, f"relaxed ({stats['relaxed_tokens']} off)"))
     word, trend = adapt
     if trend:
         parts.append((5.5, trend))

@@ -5,7 +5,7 @@ import time
 
 import click
 
-from mlxspec.cli.common import check_name, check_sampling, model_options
+from mlxspec.cli.common import check_name, check_sampling, check_verify, model_options, verify_options
 from mlxspec.errors import InvalidParameterError
 
 
@@ -27,8 +27,9 @@ from mlxspec.errors import InvalidParameterError
 @click.option("--idle-adapt", "idle_adapt_s", type=float, default=30.0, show_default=True,
               metavar="SECONDS", help="Most head training between two replies (0 = only the "
                                       "short slice after each reply).")
+@verify_options
 def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, list_only,
-         export_id, output, adapt, idle_adapt_s):
+         export_id, output, adapt, idle_adapt_s, verify, relax_weight, relax_budget):
     """Chat with a model in the terminal; draft tokens and live speed are shown."""
     from mlxspec.tui.settings import ChatSettings
     from mlxspec.tui.store import ConversationStore
@@ -50,9 +51,11 @@ def chat(model, draft, temp, top_p, max_tokens, system, show_draft, resume_id, l
     check_name(model, "model")
     check_name(draft, "draft")
     check_sampling(max_tokens, temp, top_p, 0, None, None, None)  # NaN / inf too
+    check_verify(verify, relax_weight, relax_budget)
     settings = ChatSettings(model=model, draft=draft, temp=temp, top_p=top_p,
                             max_tokens=max_tokens, system=system, show_draft=show_draft,
-                            adapt=adapt, idle_adapt_s=idle_adapt_s)
+                            adapt=adapt, idle_adapt_s=idle_adapt_s, verify=verify,
+                            relax_weight=relax_weight, relax_budget=relax_budget)
     problem = settings.validate()
     if problem:
         raise InvalidParameterError(problem)

@@ -15,6 +15,11 @@ DRAFT_CHOICES = [
     ("draft head", "head"),
     ("draft model", "model"),
 ]
+VERIFY_LABELS = [
+    ("exact (lossless: the target's own output)", "exact"),
+    ("relaxed (blend with the draft: faster, bounded, reported)", "relaxed"),
+    ("early-exit", "early-exit"),
+]
 
 
 class OptionsScreen(ModalScreen):
@@ -44,6 +49,15 @@ class OptionsScreen(ModalScreen):
                 yield Input(f"{s.top_p:g}", id="top_p", type="number", compact=True)
                 yield Label("Max tokens")
                 yield Input(str(s.max_tokens), id="max_tokens", type="integer", compact=True)
+                yield Label("Verification")
+                yield Select(VERIFY_LABELS, value=s.verify, allow_blank=False, id="verify", compact=True)
+                yield Label("Relax weight")
+                yield Input("" if s.relax_weight is None else f"{s.relax_weight:g}", placeholder="0-1 (default 0.5)",
+                            id="relax_weight", type="number", compact=True)
+                yield Label("Relax budget")
+                yield Input("" if s.relax_budget is None else f"{s.relax_budget:g}",
+                            placeholder="max TV per token (default 0.5)", id="relax_budget", type="number",
+                            compact=True)
             yield Label("System prompt", classes="system-label")
             yield TextArea(s.system, id="system", compact=True)
             yield Static("", id="error")
@@ -66,9 +80,14 @@ class OptionsScreen(ModalScreen):
             max_tokens = int(val("max_tokens"))
         except ValueError:
             raise ValueError("max tokens must be a whole number") from None
+        try:
+            relax = [float(val(w)) if val(w) else None for w in ("relax_weight", "relax_budget")]
+        except ValueError:
+            raise ValueError("relax weight and budget must be numbers") from None
         new = self.settings.with_(
             model=val("model") or None, draft=draft, temp=temp, top_p=top_p,
             max_tokens=max_tokens, system=self.query_one("#system", TextArea).text,
+            verify=self.query_one("#verify", Select).value, relax_weight=relax[0], relax_budget=relax[1],
         )
         problem = new.validate()
         if problem:
