@@ -33,6 +33,9 @@ class Run:
     drafted: Optional[int] = None
     accepted: Optional[int] = None
     rounds: Optional[int] = None
+    relaxed_tokens: Optional[int] = None  # relaxed verification's counters (mlxspec/relaxed.py)
+    relax_checked: Optional[int] = None
+    tv_mean: Optional[float] = None
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Method:
     draft_bytes: int = 0
     draft_k: int = 0
     notes: dict = field(default_factory=dict)
+    verify: str = "exact"  # relaxed rows are not compared with plain decoding
 
 
 def _time_stream(responses) -> tuple[list, float]:
@@ -59,13 +63,15 @@ def _time_stream(responses) -> tuple[list, float]:
 
 
 def mlxspec_method(name: str, engine: Engine, top_p: float = 1.0) -> Method:
+    """A method of an engine; its verification mode is the engine's own."""
     def stream(prompt, temp, max_tokens, seed):
         engine.reset()  # every run prefills from scratch, like mlx-lm's
         params = SamplingParams(temp=temp, top_p=top_p if temp > 0 else 1.0)
         return engine.stream(prompt, params, max_tokens=max_tokens, seed=seed)
 
     drafter = engine.drafter
-    return Method(name, stream, "mlxspec", draft_bytes=drafter.memory_bytes() if drafter else 0)
+    return Method(name, stream, "mlxspec", draft_bytes=drafter.memory_bytes() if drafter else 0,
+                  verify=engine.verify_mode)
 
 
 class _DecodeCounter:
@@ -120,6 +126,9 @@ def run_once(method: Method, prompt: list[int], prompt_name: str, temp: float, m
         s = items[-1].stats
         if s.rounds:
             run.drafted, run.accepted, run.rounds = s.drafted, s.accepted, s.rounds
+        if "relax_checked" in s.extra:
+            x = s.extra
+            run.relaxed_tokens, run.relax_checked, run.tv_mean = x["relaxed_tokens"], x["relax_checked"], x["tv_mean"]
     elif method.kind == "mlx-lm" and "draft" in method.notes:
         run.drafted, run.rounds = method.notes["draft"].calls, method.notes["target"].calls
         run.accepted = sum(1 for r in items if r.from_draft)
@@ -146,6 +155,8 @@ class Row:
     draft_mb: float
     exact: Optional[bool]  # greedy: same tokens as the reference on every prompt; None sampled
     runs: int
+    relaxed_tokens: Optional[int] = None  # relaxed rows: tokens that departed from the target
+    tv_mean: Optional[float] = None  # relaxed rows: mean TV(p_ens, p) over verified tokens
 
 
 def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: str, eos: set) -> list[Row]:
@@ -164,6 +175,12 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
             rounds = sum(r.rounds or 0 for r in mine)
             accepted = sum(r.accepted or 0 for r in mine)
             exact = all(_strip_eos(r.tokens, eos) == ref.get(r.prompt) for r in mine) if temp == 0 else None
+            checked = sum(r.relax_checked or 0 for r in mine)
+            relax = {} if m.verify != "relaxed" else dict(
+                relaxed_tokens=sum(r.relaxed_tokens or 0 for r in mine),
+                tv_mean=sum((r.tv_mean or 0.0) * (r.relax_checked or 0) for r in mine) / checked if checked else 0.0)
+            if m.verify != "exact":
+                exact = None  # not lossless by design: its cost is in the relaxed columns
             rows.append(Row(
                 method=m.name, temp=temp,
                 tps_mean=statistics.mean(tps), tps_sd=statistics.stdev(tps) if len(tps) > 1 else 0.0,
@@ -171,22 +188,27 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
                 acceptance=accepted / drafted if drafted else None,
                 mean_accepted_length=(accepted + rounds) / rounds if rounds else None,
                 peak_gb=max(r.peak_gb for r in mine), draft_mb=m.draft_bytes / 1e6,
-                exact=exact, runs=len(mine),
+                exact=exact, runs=len(mine), **relax,
             ))
     return rows
 
 
 def format_table(rows: list[Row], baseline: str) -> str:
     head = ["method", "temp", "tok/s", "speedup", "accept", "mean len", "peak GB", "draft MB", "greedy == plain"]
+    relaxed = any(r.relaxed_tokens is not None for r in rows)
+    if relaxed:
+        head += ["relaxed tok", "mean TV"]
     lines = [head]
     for r in rows:
+        extra = [] if not relaxed else ["-", "-"] if r.relaxed_tokens is None else [
+            str(r.relaxed_tokens), f"{r.tv_mean:.3f}"]
         lines.append([
             r.method, f"{r.temp:g}", f"{r.tps_mean:.2f} ± {r.tps_sd:.2f}", f"{r.speedup:.2f}x",
             f"{r.acceptance:.0%}" if r.acceptance is not None else "-",
             f"{r.mean_accepted_length:.2f}" if r.mean_accepted_length is not None else "-",
             f"{r.peak_gb:.2f}", f"{r.draft_mb:.1f}" if r.draft_mb else "-",
             {True: "yes", False: "NO", None: "n/a"}[r.exact],
-        ])
+        ] + extra)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
     out = []
     for j, row in enumerate(lines):

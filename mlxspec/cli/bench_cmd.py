@@ -36,15 +36,15 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def build_methods(target, draft_spec, num_draft, top_p, only):
+def build_methods(target, draft_spec, num_draft, top_p, only, relaxed_pairs=()):
     from mlxspec import loading
     from mlxspec.bench.runner import mlx_lm_method, mlxspec_method
     from mlxspec.drafters.draft_model import ModelDrafter
     from mlxspec.engine import Engine
 
-    def engine(drafter, name):
+    def engine(drafter, name, **kw):
         return Engine(target.model, target.tokenizer, drafter, model_name=target.name,
-                      draft_name=name, max_context=target.max_context, num_draft=num_draft)
+                      draft_name=name, max_context=target.max_context, num_draft=num_draft, **kw)
 
     methods = [
         mlx_lm_method("mlx-lm plain", target.model, target.tokenizer, top_p=top_p),
@@ -61,6 +61,11 @@ def build_methods(target, draft_spec, num_draft, top_p, only):
         methods.append(mlxspec_method(f"mlxspec draft ({draft.name})", engine(drafter, drafter.name), top_p))
         both = loading.with_branches(target, drafter)
         methods.append(mlxspec_method(f"mlxspec draft+lookup ({draft.name})", engine(both, both.name), top_p))
+        for w, b in relaxed_pairs:  # a drafter of its own: relaxed engines ask it for q rows
+            d = ModelDrafter(draft.model, target.vocab_size, label=f"draft:{draft.name}")
+            methods.append(mlxspec_method(f"mlxspec draft relaxed w={w:g} b={b:g} ({draft.name})",
+                                          engine(d, d.name, verify="relaxed", relax_weight=w, relax_budget=b),
+                                          top_p))
     lookup = loading.with_branches(target, None)
     methods.append(mlxspec_method("mlxspec lookup", engine(lookup, lookup.name), top_p))
     for name, drafter in _head_drafters(target).items():
@@ -99,9 +104,12 @@ def _head_drafters(target) -> dict:
 @click.option("--temps", default="0,0.7", show_default=True, help="Comma list of temperatures.")
 @click.option("--top-p", type=float, default=1.0, show_default=True)
 @click.option("--num-draft", type=int, default=4, show_default=True)
+@click.option("--relaxed", "relaxed_pairs", multiple=True, metavar="W:B",
+              help="Also the draft model with relaxed verification at weight W and budget B (repeatable).")
 @click.option("--json", "json_path", default=None, help="Write every run and the table as JSON here.")
 @click.option("--csv", "csv_path", default=None, help="Write the table as CSV here.")
-def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, json_path, csv_path):
+def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, relaxed_pairs,
+          json_path, csv_path):
     """Benchmark mlxspec's methods against plain decoding and mlx-lm, in one run."""
     from mlxspec import loading
     from mlxspec.bench.prompts import load_prompts
@@ -109,6 +117,7 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
     from mlxspec.cli.doctor_cmd import machine_info, measure_gflops
     from mlxspec.errors import InvalidParameterError
     from mlxspec.prompting import encode_chat
+    from mlxspec.relaxed import Relaxed
 
     setup_logging()
     try:
@@ -119,9 +128,17 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
         raise InvalidParameterError("--temps needs temperatures >= 0")
     if max_tokens < 2 or reps < 1:
         raise InvalidParameterError("bench needs --max-tokens >= 2 and --reps >= 1")
+    pairs = []
+    for pair in relaxed_pairs:
+        try:
+            w, b = (float(x) for x in pair.split(":"))
+        except ValueError:
+            raise InvalidParameterError(f"--relaxed takes WEIGHT:BUDGET, e.g. 0.5:0.3, got {pair!r}") from None
+        Relaxed.checked(w, b)
+        pairs.append((w, b))
     chats = load_prompts(prompt_set)  # a bad prompts file fails before the model loads
     target = loading.load_model(model)
-    methods = build_methods(target, draft, num_draft, top_p, only)
+    methods = build_methods(target, draft, num_draft, top_p, only, pairs)
     prompts = {name: encode_chat(target.tokenizer, msgs) for name, msgs in chats.items()}
     eos = set(target.tokenizer.eos_token_ids)
 
