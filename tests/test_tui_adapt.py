@@ -184,3 +184,37 @@ def test_the_trend_fits_the_status_bar():
     assert full.endswith(f" · head acc {sparkline([0.1, 0.2, 0.3])} 10%→30% · adapting…"), full
     short = status_line(stats, "smollm2-135m-instruct", "head:adapting", "", width=60, adapt=adapt)
     assert len(short) <= 60 and "adapting…" in short and "tok/s" in short, short
+
+
+def test_a_failing_trainer_or_counter_does_not_stop_the_engine_thread():
+    from mlxspec.tui.engine_thread import Done, EngineThread
+
+    engine = learning()
+    calls = []
+
+    def boom(*a):
+        calls.append(1)
+        raise RuntimeError("trainer exploded")
+
+    def reply(thread, text):
+        h = thread.generate([{"role": "user", "content": text}], temp=0.0, top_p=1.0, max_tokens=2, idle_s=5.0)
+        events = []
+        while not events or not isinstance(events[-1], Done):
+            events += h.drain(timeout=5)
+        return events[-1]
+
+    t = EngineThread(lambda model, draft: engine)
+    try:
+        t.load(None, "auto").result(timeout=10)
+        engine.idle_update = boom  # after the load's contract check
+        assert reply(t, "hi").finish == "length"
+        assert t.submit(lambda: t.idle.pending).result(timeout=10) is False
+        assert calls == [1]  # one failed slice, then no more
+        del engine.idle_update  # the fake's own again, whose slice breaks the status
+        train = engine.idle_update
+        engine.idle_update = lambda stop, budget: (train(stop, budget), setattr(engine, "adaptation", boom))[0]
+        assert reply(t, "again").finish == "length"
+        assert t.submit(lambda: "alive").result(timeout=10) == "alive"
+        assert len(calls) == 2  # the status after the slice failed, then idle training ended
+    finally:
+        t.shutdown()

@@ -45,7 +45,11 @@ class IdleTrainer:
         self.left = 0.0  # idle seconds still allowed after the last reply
 
     def report(self, backend, running: bool = False) -> Optional[dict]:
-        info = backend.adaptation() if backend is not None else None
+        try:
+            info = backend.adaptation() if backend is not None else None
+        except Exception as exc:  # the engine thread must survive a broken counter
+            log.warning("head adaptation status unavailable: %s", first_line(exc))
+            info = None
         self.emit(info, running and info is not None)
         return info
 
@@ -72,7 +76,8 @@ class IdleTrainer:
         self.left -= seconds
         if not steps or self.left < seconds / steps:
             self.left = 0.0  # nothing to train on, or no room for a step: do not spin
-        self.report(backend, running=self.pending and not stop())
+        if self.report(backend, running=self.pending and not stop()) is None:
+            self.left = 0.0  # the drafter stopped adapting (or its status failed)
 
 
 def sparkline(values: list) -> str:
