@@ -36,6 +36,7 @@ class Run:
     relaxed_tokens: Optional[int] = None  # relaxed verification's counters (mlxspec/relaxed.py)
     relax_checked: Optional[int] = None
     tv_mean: Optional[float] = None
+    early_exit: Optional[dict] = None  # early-exit verification's counters (mlxspec/hierarchy)
 
 
 @dataclass
@@ -129,6 +130,10 @@ def run_once(method: Method, prompt: list[int], prompt_name: str, temp: float, m
         if "relax_checked" in s.extra:
             x = s.extra
             run.relaxed_tokens, run.relax_checked, run.tv_mean = x["relaxed_tokens"], x["relax_checked"], x["tv_mean"]
+        if method.verify == "early-exit":
+            from mlxspec.hierarchy.report import counters
+
+            run.early_exit = counters(s.extra)
     elif method.kind == "mlx-lm" and "draft" in method.notes:
         run.drafted, run.rounds = method.notes["draft"].calls, method.notes["target"].calls
         run.accepted = sum(1 for r in items if r.from_draft)
@@ -157,6 +162,7 @@ class Row:
     runs: int
     relaxed_tokens: Optional[int] = None  # relaxed rows: tokens that departed from the target
     tv_mean: Optional[float] = None  # relaxed rows: mean TV(p_ens, p) over verified tokens
+    early_exit: Optional[dict] = None  # early-exit rows: summed counters, tokens per full pass, stage shares
 
 
 def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: str, eos: set) -> list[Row]:
@@ -179,7 +185,7 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
             relax = {} if m.verify != "relaxed" else dict(
                 relaxed_tokens=sum(r.relaxed_tokens or 0 for r in mine),
                 tv_mean=sum((r.tv_mean or 0.0) * (r.relax_checked or 0) for r in mine) / checked if checked else 0.0)
-            if m.verify != "exact":
+            if m.verify == "relaxed":
                 exact = None  # not lossless by design: its cost is in the relaxed columns
             rows.append(Row(
                 method=m.name, temp=temp,
@@ -190,6 +196,10 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
                 peak_gb=max(r.peak_gb for r in mine), draft_mb=m.draft_bytes / 1e6,
                 exact=exact, runs=len(mine), **relax,
             ))
+            if m.verify == "early-exit":
+                from mlxspec.hierarchy.report import summed
+
+                rows[-1].early_exit = summed([r.early_exit for r in mine])
     return rows
 
 
@@ -216,4 +226,7 @@ def format_table(rows: list[Row], baseline: str) -> str:
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
     out.append(f"speedup is against {baseline}; tok/s is decode speed (mean ± sd over prompts and repetitions)")
+    from mlxspec.hierarchy.report import describe
+
+    out += [f"{r.method} (temp {r.temp:g}): {describe(r.early_exit)}" for r in rows if r.early_exit]
     return "\n".join(out)

@@ -36,7 +36,7 @@ def _csv(rows) -> str:
     return buf.getvalue()
 
 
-def build_methods(target, draft_spec, num_draft, top_p, only, relaxed_pairs=()):
+def build_methods(target, draft_spec, num_draft, top_p, only, relaxed_pairs=(), early_exit=False):
     from mlxspec import loading
     from mlxspec.bench.runner import mlx_lm_method, mlxspec_method
     from mlxspec.drafters.draft_model import ModelDrafter
@@ -66,8 +66,20 @@ def build_methods(target, draft_spec, num_draft, top_p, only, relaxed_pairs=()):
             methods.append(mlxspec_method(f"mlxspec draft relaxed w={w:g} b={b:g} ({draft.name})",
                                           engine(d, d.name, verify="relaxed", relax_weight=w, relax_budget=b),
                                           top_p))
+        if early_exit:  # drafters of their own (the middle level drafts chains)
+            d = ModelDrafter(draft.model, target.vocab_size, label=f"draft:{draft.name}")
+            methods.append(mlxspec_method(f"mlxspec draft early-exit ({draft.name})",
+                                          engine(d, d.name, verify="early-exit"), top_p))
     lookup = loading.with_branches(target, None)
     methods.append(mlxspec_method("mlxspec lookup", engine(lookup, lookup.name), top_p))
+    if early_exit:
+        lookup = loading.with_branches(target, None)
+        methods.append(mlxspec_method("mlxspec lookup early-exit", engine(lookup, lookup.name, verify="early-exit"),
+                                      top_p))
+        for name, drafter in _head_drafters(target).items():
+            if name == "head dynamic-vocab":
+                methods.append(mlxspec_method(f"mlxspec {name} early-exit",
+                                              engine(drafter, name, verify="early-exit"), top_p))
     for name, drafter in _head_drafters(target).items():
         methods.append(mlxspec_method(f"mlxspec {name}", engine(drafter, name), top_p))
     if only:
@@ -106,10 +118,12 @@ def _head_drafters(target) -> dict:
 @click.option("--num-draft", type=int, default=4, show_default=True)
 @click.option("--relaxed", "relaxed_pairs", multiple=True, metavar="W:B",
               help="Also the draft model with relaxed verification at weight W and budget B (repeatable).")
+@click.option("--early-exit", is_flag=True, help="Also the draft model, lookup and the head with early-exit "
+              "verification (lossless).")
 @click.option("--json", "json_path", default=None, help="Write every run and the table as JSON here.")
 @click.option("--csv", "csv_path", default=None, help="Write the table as CSV here.")
 def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, relaxed_pairs,
-          json_path, csv_path):
+          early_exit, json_path, csv_path):
     """Benchmark mlxspec's methods against plain decoding and mlx-lm, in one run."""
     from mlxspec import loading
     from mlxspec.bench.prompts import load_prompts
@@ -138,7 +152,7 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
         pairs.append((w, b))
     chats = load_prompts(prompt_set)  # a bad prompts file fails before the model loads
     target = loading.load_model(model)
-    methods = build_methods(target, draft, num_draft, top_p, only, pairs)
+    methods = build_methods(target, draft, num_draft, top_p, only, pairs, early_exit)
     prompts = {name: encode_chat(target.tokenizer, msgs) for name, msgs in chats.items()}
     eos = set(target.tokenizer.eos_token_ids)
 

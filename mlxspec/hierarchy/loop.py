@@ -34,7 +34,7 @@ from mlxspec.verify import verify
 
 COUNTERS = ("intermediate_checked", "intermediate_rejected", "full_verifications", "tentative_verified",
             "full_accepted", "single_level_rounds", "drafter_resets")
-STAGES = ("draft_s", "intermediate_s", "full_s")
+STAGES = ("draft_s", "intermediate_s", "full_s", "single_s")  # single_s: the single-level rounds
 
 
 class _State:
@@ -127,7 +127,7 @@ def _single_level(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     dt = time.perf_counter() - t0
     gov.record_round(dt + t_draft, tree.depth, len(path), len(out), t_draft, tree.guessed)
     st.policy.single.add(len(out), dt + t_draft)
-    _add(engine.verify_stats, single_level_rounds=1, draft_s=t_draft, full_s=dt)
+    _add(engine.verify_stats, single_level_rounds=1, single_s=dt + t_draft)
     seq.extend(out)
     return out
 
