@@ -30,14 +30,14 @@ def status(app) -> str:
 @sync
 async def test_status_bar_shows_adapting_and_the_trend(store):
     engine = learning(step_s=0.05, reply="a b c")  # 3 pieces: 2 of 3 drafts accepted
-    app, _ = make_app(store, engine, ChatSettings(idle_adapt_s=0.6))
+    app, _ = make_app(store, engine, ChatSettings(idle_adapt_s=1.5))
     async with app.run_test(size=(140, 32)) as pilot:
         await ready(pilot, app)
         assert "head adapts" in status(app)  # an adapting head before its first reply
         await send(pilot, app, "first")
         await wait_until(pilot, lambda: app.handle is None and ADAPTING in status(app))
         assert "head acc 67%" in status(app)
-        await wait_until(pilot, lambda: ADAPTING not in status(app))  # the 0.6 s cap reached
+        await wait_until(pilot, lambda: ADAPTING not in status(app))  # the 1.5 s cap reached
         assert "head acc 67%" in status(app)  # the trend stays
         engine.reply = "a b c d"  # 3 of 4 drafts accepted
         await send(pilot, app, "second")
@@ -45,7 +45,7 @@ async def test_status_bar_shows_adapting_and_the_trend(store):
         assert f"head acc {sparkline([2 / 3, 0.75])} 67%→75%" in status(app)
     assert {t for t, _ in engine.idle_calls} == {"mlxspec-engine"}  # serialised with generation
     busy = sum(b - a for a, b in engine.idle_steps)
-    assert 0.3 < busy < 2 * (0.6 + engine.step_s)  # ran, and at most the cap per reply
+    assert 0.3 < busy < 2 * (1.5 + engine.step_s)  # ran, and at most the cap per reply
 
 
 @pytest.mark.parametrize("honours_stop", [True, False])

@@ -32,8 +32,16 @@ def adaptive_loader(folder, made: dict):
                                 learn=options.get("adapt", True) is not False)
         engine = Engine(target, CharTokenizer(V), Composite(d, [LookupDrafter()]), model_name="tiny",
                         num_draft=4, adaptive=False)
-        made.update(target=target, drafter=d, backend=MlxspecBackend(engine))
-        return made["backend"]
+        backend = MlxspecBackend(engine)
+        train, made["slices"] = backend.idle_update, []
+
+        def idle_update(stop, budget_s):  # records every idle slice's result
+            made["slices"].append(train(stop, budget_s))
+            return made["slices"][-1]
+
+        backend.idle_update = idle_update
+        made.update(target=target, drafter=d, backend=backend)
+        return backend
     return load
 
 
@@ -70,19 +78,20 @@ def test_idle_training_changes_the_head_and_replies_stay_lossless(tmp_path, monk
     from tiny import CharTokenizer
     from mlxspec.engine import Engine
 
-    seen = []
+    seen, done = [], [0]  # statuses after each reply's idle training; slices seen so far
 
     async def during(pilot, app, made):
-        a = made["drafter"].adapter
-        # the tiny head's reply slice is a few steps; idle training adds hundreds in 1 s
-        await wait_until(pilot, lambda: a.trainer.steps > 50 * (len(seen) + 1))
+        slices = made["slices"]
+        await wait_until(pilot, lambda: len(slices) > done[0] and not app.engine_thread.idle.pending)
         await wait_until(pilot, lambda: ADAPTING not in str(app.query_one("#status").render()))
-        seen.append(str(app.query_one("#status").render()))
+        seen.append((sum(o["steps"] for o in slices[done[0]:]), str(app.query_one("#status").render())))
+        done[0] = len(slices)
 
     app, made = chat(tmp_path, monkeypatch, ChatSettings(max_tokens=24, idle_adapt_s=1.0),
                      ["hello there", "and again"], during)
     assert made["options"] == {}
-    assert all("head acc" in s for s in seen) and "→" in seen[-1]  # two replies' rates
+    assert all(steps > 0 for steps, _ in seen), seen  # idle training after each reply
+    assert all("head acc" in s for _, s in seen) and "→" in seen[-1][1]  # two replies' rates
     a = made["drafter"].adapter
     assert len(a.counters.acceptance) == 2 and a.counters.updates >= 3  # an idle update per reply + reply slices
     # The second reply was drafted by a head that idle training changed: still the target's.
