@@ -81,9 +81,13 @@ def tv(a: np.ndarray, b: np.ndarray) -> float:
 class Relaxed:
     weight: float = DEFAULT_WEIGHT
     budget: float = DEFAULT_BUDGET
+    head: Optional[object] = None  # a relax_head.RelaxHead: w per position instead of `weight`
 
     @classmethod
-    def checked(cls, weight: Optional[float], budget: Optional[float]) -> "Relaxed":
+    def checked(cls, weight, budget: Optional[float]) -> "Relaxed":
+        """weight: a number, None (the default) or a learned RelaxHead."""
+        if hasattr(weight, "weight_of"):
+            return cls(weight.w_max, cls.checked(None, budget).budget, weight)
         w = DEFAULT_WEIGHT if weight is None else weight
         b = DEFAULT_BUDGET if budget is None else budget
         for name, v in (("relax weight", w), ("relax budget", b)):
@@ -99,7 +103,7 @@ class Relaxed:
         """(the distribution to verify against, its TV from p, whether the budget refused it)."""
         if q is None or self.weight <= 0.0:
             return p, 0.0, False
-        e = ensemble(p, q, self.weight)
+        e = ensemble(p, q, self.weight if self.head is None else self.head.weight(p, q))
         d = tv(e, p)
         if d > self.budget:
             return p, 0.0, True

@@ -19,7 +19,8 @@ from mlxspec.cli.common import check_name, check_sampling, model_options, setup_
 @click.option("--relax-budget", "budgets", multiple=True, type=float,
               help="Relaxed rows' total-variation budget (repeatable).")
 @click.option("--relaxed", "pairs", multiple=True, metavar="W:B",
-              help="A relaxed row with weight W and budget B (repeatable; beside the grid above).")
+              help="A relaxed row with weight W (a number, or 'learned': the pair's train-relax head) and "
+              "budget B (repeatable; beside the grid above).")
 @click.option("--temp", "temps", multiple=True, type=float, help="Temperature (repeatable; default 0).")
 @click.option("--arith", "n_arith", type=click.IntRange(0, 1000), default=50, show_default=True,
               help="Arithmetic word problems.")
@@ -56,9 +57,18 @@ def eval_(model, draft, verifies, weights, budgets, pairs, temps, n_arith, n_cod
             settings += [Setting("relaxed", w, b) for w in (weights or [None]) for b in (budgets or [None])]
     for pair in pairs:
         try:
-            w, b = (float(x) for x in pair.split(":"))
+            w, b = pair.split(":")
+            w, b = (w if w == "learned" else float(w)), float(b)
         except ValueError:
-            raise InvalidParameterError(f"--relaxed takes WEIGHT:BUDGET, e.g. 0.5:0.3, got {pair!r}") from None
+            raise InvalidParameterError(f"--relaxed takes WEIGHT:BUDGET, e.g. 0.5:0.3 or learned:0.5, "
+                                        f"got {pair!r}") from None
+        if w == "learned":  # the pair's head from mlxspec train-relax
+            from mlxspec import relax_head
+            from mlxspec.cli.train_relax_cmd import draft_label
+            from mlxspec.hub import store
+            from mlxspec.loading import DEFAULT_MODEL
+
+            w = relax_head.load(relax_head.relax_path(store.resolve_model(model or DEFAULT_MODEL), draft_label(draft)))
         settings.append(Setting("relaxed", w, b))
     for s in settings:
         s.label  # validates the weight and budget before anything loads

@@ -89,6 +89,7 @@ def _register():
         head_cmd,
         models_cmd,
         train_cmd,
+        train_relax_cmd,
     )
 
     cli.add_command(generate_cmd.generate)
@@ -100,6 +101,7 @@ def _register():
     cli.add_command(head_cmd.head)
     cli.add_command(adapt_cmd.adapt)
     cli.add_command(eval_cmd.eval_)
+    cli.add_command(train_relax_cmd.train_relax)
 
 
 _register()

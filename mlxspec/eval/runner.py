@@ -14,7 +14,7 @@ from mlxspec.eval import arith, code
 @dataclass(frozen=True)
 class Setting:
     verify: str = "exact"  # exact | relaxed
-    weight: Optional[float] = None
+    weight: Optional[object] = None  # a number, or a learned relax_head.RelaxHead
     budget: Optional[float] = None
 
     @property
@@ -22,6 +22,8 @@ class Setting:
         if self.verify != "relaxed":
             return self.verify
         r = relaxed.Relaxed.checked(self.weight, self.budget)
+        if r.head is not None:
+            return f"relaxed {r.head.name} b={r.budget:g}"
         return f"relaxed w={r.weight:g} b={r.budget:g}"
 
 
@@ -39,7 +41,8 @@ def run_setting(engine, setting: Setting, temp: float, work, max_tokens: int, se
 
     relaxed.configure(engine, setting.verify, setting.weight, setting.budget)
     engine._governors.clear()  # what a governor learnt under another setting would bias this one
-    row = {"setting": setting.label, "verify": setting.verify, "weight": setting.weight, "budget": setting.budget,
+    weight = getattr(setting.weight, "name", setting.weight)  # a learned head by its name
+    row = {"setting": setting.label, "verify": setting.verify, "weight": weight, "budget": setting.budget,
            "temp": temp, "arith": 0, "arith_n": 0, "code": 0, "code_n": 0, "tokens": 0, "seconds": 0.0,
            "drafted": 0, "accepted": 0, "relaxed_tokens": 0, "relax_checked": 0, "over_budget": 0,
            "tv_sum": 0.0, "tv_max": 0.0, "replies": []}
