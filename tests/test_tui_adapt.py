@@ -218,3 +218,29 @@ def test_a_failing_trainer_or_counter_does_not_stop_the_engine_thread():
         assert len(calls) == 2  # the status after the slice failed, then idle training ended
     finally:
         t.shutdown()
+
+
+@sync
+async def test_options_screen_turns_adaptation_off_and_sets_the_idle_cap(store):
+    engine = learning()
+    app, _ = make_app(store, engine)
+    async with app.run_test(size=(100, 48)) as pilot:
+        await ready(pilot, app)
+        assert "head adapts" in status(app)
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "OptionsScreen")
+        app.screen.query_one("#idle_adapt_s").value = "-3"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "idle adaptation" in str(app.screen.query_one("#error").render())
+        app.screen.query_one("#idle_adapt_s").value = "5"
+        app.screen.query_one("#adapt").value = "off"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not app.loading and len(app._loader.made["options"]) == 2)
+        assert app.settings.adapt is False and app.settings.idle_adapt_s == 5.0
+        assert app._loader.made["options"] == [{}, {"adapt": False}]  # a change of adapt reloads
+        await wait_until(pilot, lambda: "head adapts" not in status(app))
+        await send(pilot, app, "hi")
+        await wait_until(pilot, lambda: app.handle is None)
+        await pilot.pause(0.2)
+    assert engine.idle_calls == []

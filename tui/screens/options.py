@@ -15,6 +15,8 @@ DRAFT_CHOICES = [
     ("draft head", "head"),
     ("draft model", "model"),
 ]
+ADAPT_CHOICES = [("on when a head drafts", "default"), ("on", "on"), ("off (frozen head)", "off")]
+_ADAPT = {"default": None, "on": True, "off": False}
 VERIFY_LABELS = [
     ("exact (lossless: the target's own output)", "exact"),
     ("relaxed (blend with the draft: faster, bounded, reported)", "relaxed"),
@@ -49,6 +51,12 @@ class OptionsScreen(ModalScreen):
                 yield Input(f"{s.top_p:g}", id="top_p", type="number", compact=True)
                 yield Label("Max tokens")
                 yield Input(str(s.max_tokens), id="max_tokens", type="integer", compact=True)
+                yield Label("Head adapts")
+                yield Select(ADAPT_CHOICES, value={None: "default", True: "on", False: "off"}[s.adapt],
+                             allow_blank=False, id="adapt", compact=True)
+                yield Label("Idle training")
+                yield Input(f"{s.idle_adapt_s:g}", placeholder="seconds after each reply (0 = none)",
+                            id="idle_adapt_s", type="number", compact=True)
                 yield Label("Verification")
                 yield Select(VERIFY_LABELS, value=s.verify, allow_blank=False, id="verify", compact=True)
                 yield Label("Relax weight")
@@ -81,6 +89,10 @@ class OptionsScreen(ModalScreen):
         except ValueError:
             raise ValueError("max tokens must be a whole number") from None
         try:
+            idle_s = float(val("idle_adapt_s")) if val("idle_adapt_s") else self.settings.idle_adapt_s
+        except ValueError:
+            raise ValueError("idle training must be a number of seconds") from None
+        try:
             relax = [float(val(w)) if val(w) else None for w in ("relax_weight", "relax_budget")]
         except ValueError:
             raise ValueError("relax weight and budget must be numbers") from None
@@ -88,6 +100,7 @@ class OptionsScreen(ModalScreen):
             model=val("model") or None, draft=draft, temp=temp, top_p=top_p,
             max_tokens=max_tokens, system=self.query_one("#system", TextArea).text,
             verify=self.query_one("#verify", Select).value, relax_weight=relax[0], relax_budget=relax[1],
+            adapt=_ADAPT[self.query_one("#adapt", Select).value], idle_adapt_s=idle_s,
         )
         problem = new.validate()
         if problem:
