@@ -118,3 +118,24 @@ def test_no_adapt_reaches_the_loader_and_nothing_trains(tmp_path, monkeypatch):
     a = made["drafter"].adapter
     assert made["backend"].adaptation() is None and a.trainer.steps == 0 and a.counters.updates == 0
     assert made["backend"].idle_update(lambda: False, 5.0)["steps"] == 0
+
+
+def test_drafters_that_do_not_learn_have_no_adaptation():
+    """A draft model, prompt lookup, a frozen head, plain: no status, no idle steps."""
+    from tiny import CharTokenizer, perturbed_copy, tiny_model
+    from mlxspec.drafters.compose import Composite
+    from mlxspec.drafters.draft_model import ModelDrafter
+    from mlxspec.drafters.head import HeadDrafter
+    from mlxspec.drafters.lookup import LookupDrafter
+    from mlxspec.engine import Engine
+    from mlxspec.head.model import new_head
+    from mlxspec.tui.backend import MlxspecBackend
+
+    target = tiny_model(V, layers=4, hidden=32, seed=1, scale=3.0)
+    frozen = HeadDrafter(target, new_head(target, 2), core_ids=range(24), tail_capacity=8, num_neighbours=2)
+    for drafter in (ModelDrafter(perturbed_copy(target, 0.02), V), Composite(None, [LookupDrafter()]),
+                    Composite(frozen, [LookupDrafter()]), None):
+        backend = MlxspecBackend(Engine(target, CharTokenizer(V), drafter, adaptive=False))
+        list(backend.stream_chat([{"role": "user", "content": "hi"}], temp=0.0, top_p=1.0, max_tokens=4))
+        assert backend.adaptation() is None, drafter
+        assert backend.idle_update(lambda: False, 1.0) == {"steps": 0, "seconds": 0.0}
