@@ -30,6 +30,9 @@ relaxed_tokens (greedy: emitted tokens that are not the target's argmax; samplin
 positions drawn from a p_ens != p), relaxed_positions (positions verified against a
 p_ens != p), over_budget (positions verified exactly because TV > budget), tv_mean
 and tv_max (TV of the distribution used against p, over emitted positions).
+
+The weight is a number, or a learned head (relax_head.py, `mlxspec train-relax`) that
+gives each position its own w from p and q.
 """
 from __future__ import annotations
 
