@@ -20,6 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from mlxspec import costs, relaxed
+from mlxspec.call_checks import MAX_NUM_DRAFT, MAX_TOKENS_LIMIT, check_call  # noqa: F401 (the CLI's limits)
 from mlxspec.drafters.base import Drafter
 from mlxspec.errors import InvalidParameterError, ModelLoadError
 from mlxspec.governor import Governor
@@ -30,8 +31,6 @@ from mlxspec.tree import DraftTree
 from mlxspec.verify import verify
 
 DEFAULT_NUM_DRAFT = 4
-MAX_TOKENS_LIMIT = 1_000_000
-MAX_NUM_DRAFT = 64
 VERIFY_MODES = ("exact", "relaxed", "early-exit")  # exact is lossless; see docs for the others
 
 
@@ -131,33 +130,6 @@ class Engine:
     def speculation_paused(self) -> bool:
         return self.governor is not None and self.method != "plain" and self.governor.paused
 
-    # -- checks ----------------------------------------------------------------------
-    def _checked(self, prompt, params, max_tokens, num_draft) -> tuple[list[int], SamplingParams, int]:
-        """Every parameter of a call, validated once, here."""
-        if not isinstance(params, SamplingParams):
-            raise InvalidParameterError("sampling parameters must be a SamplingParams")
-        params = params.validated()
-        try:
-            prompt = [int(t) for t in prompt]
-        except (TypeError, ValueError):
-            raise InvalidParameterError("the prompt must be token ids") from None
-        if not prompt:
-            raise InvalidParameterError("the prompt is empty")
-        vocab = getattr(getattr(self.model, "args", None), "vocab_size", None)
-        if vocab and not all(0 <= t < vocab for t in prompt):
-            raise InvalidParameterError(f"the prompt has token ids outside the vocabulary (0..{vocab - 1})")
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise InvalidParameterError(f"max tokens must be a positive integer, got {max_tokens}")
-        if max_tokens > MAX_TOKENS_LIMIT:
-            raise InvalidParameterError(f"max tokens {max_tokens} is absurd (limit {MAX_TOKENS_LIMIT})")
-        if self.max_context and len(prompt) >= self.max_context:
-            raise InvalidParameterError(
-                f"the prompt has {len(prompt)} tokens; the model's context is {self.max_context}")
-        k = self.num_draft if num_draft is None else num_draft
-        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_NUM_DRAFT:
-            raise InvalidParameterError(f"num-draft must be in 0..{MAX_NUM_DRAFT}, got {k}")
-        return prompt, params, k
-
     # -- generation ------------------------------------------------------------------
     def stream(self, prompt, params: SamplingParams = SamplingParams(), max_tokens: int = 256,
                seed: Optional[int] = None, num_draft: Optional[int] = None, stop: Sequence[str] = (),
@@ -172,7 +144,9 @@ class Engine:
                seed: Optional[int] = None, num_draft: Optional[int] = None, speculative: bool = True,
                on_prefill: Optional[Callable[[int, int], None]] = None) -> Iterator[TokenEvent]:
         """Token events of one reply, at most max_tokens (fewer at the context's end)."""
-        prompt, params, k0 = self._checked(prompt, params, max_tokens, num_draft)
+        prompt, params, k0 = check_call(prompt, params, max_tokens, self.num_draft if num_draft is None else num_draft,
+                                        getattr(getattr(self.model, "args", None), "vocab_size", None),
+                                        self.max_context)
         return self._tokens(prompt, params, max_tokens, seed, k0, speculative, on_prefill)
 
     def _tokens(self, prompt, params, max_tokens, seed, k0, speculative, on_prefill):

@@ -20,6 +20,10 @@ from mlxspec.adapt import state as _state
 from mlxspec.adapt.buffer import DEFAULT_CAP_BYTES, StateBuffer, TokenCounts
 from mlxspec.adapt.online import AdaptSettings, OnlineTrainer
 
+# A head made by adaptation: an EAGLE-style head (the target's features as input) on
+# layer 2, the offline recipe that measured best on both smollm2 and Qwen 1.5B.
+NEW_HEAD_EXIT_LAYER = 2
+
 __all__ = ["Adapter", "AdaptSettings", "OnlineTrainer", "StateBuffer", "TokenCounts"]
 
 
@@ -69,10 +73,13 @@ class Adapter:
             check_fingerprint(hf, lm.fingerprint())
             return cls(model, model_dir, build_head(model, hf), hf.core_ids, _state.Counters(base=trained[0].stem),
                        core_size=hf.settings.get("vocab"), eos_ids=eos, **kw)
-        # No head yet: the target's layer k as the head; the core ranks by token id until
-        # the decayed counts of this person's replies re-rank it (TokenCounts.rerank).
+        # No head yet: a new one in the recipe that trained best offline (docs/head.md),
+        # its block a copy of the target's layer k; the core ranks by token id until the
+        # decayed counts of this person's replies re-rank it (TokenCounts.rerank).
         ranking = list(dict.fromkeys(eos + list(range(lm.vocab_size))))
-        return cls(model, model_dir, new_head(model, exit_layer, **(new_head_kw or {})), ranking, _state.Counters(base=None),
+        recipe = {"feature_input": True, **(new_head_kw or {})}
+        k = min(NEW_HEAD_EXIT_LAYER, lm.num_layers - 1) if exit_layer is None else exit_layer
+        return cls(model, model_dir, new_head(model, k, **recipe), ranking, _state.Counters(base=None),
                    eos_ids=eos, **kw)
 
     # -- feeding -------------------------------------------------------------------------

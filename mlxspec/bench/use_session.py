@@ -1,52 +1,21 @@
 """A "use session" (issue 15): prompts in three domains, code then legal then medical,
-replayed through one engine as a person would use it, adapting between prompts.
+replayed through one engine per method as a person would use it, adapting between prompts.
 
-Written for this measurement (none come from the benchmark sets). `replay()` runs a
-session with one drafter and returns a row per prompt: acceptance, mean accepted
-length, tok/s and the seconds spent adapting after the reply.
+Written for this measurement (none come from the benchmark sets). `replay()` runs every
+method on each prompt before the next prompt (interleaved, so the machine's drift hits
+every method alike) and returns a row per method and prompt: acceptance, mean accepted
+length, tok/s, and the seconds (and optimiser steps) spent adapting: the reply's own
+budget (end_reply, `budget` x its time) plus, with `think_s`, the time a person spends
+reading and typing before the next prompt (the chat's idle training).
 """
 from __future__ import annotations
 
 import time
 from typing import Callable, Optional
 
-CODE = [
-    "Write a Python function that returns the n-th Fibonacci number iteratively.",
-    "Write a Python function that checks whether a string is a palindrome, ignoring case.",
-    "Write a Python function that counts how many times each word appears in a text.",
-    "Write a Python function that reverses a singly linked list.",
-    "Write a Python function that merges two sorted lists into one sorted list.",
-    "Write a Python function that returns the largest value in a list without using max().",
-    "Write a Python function that removes duplicate items from a list but keeps their order.",
-    "Write a Python function that converts a temperature from Celsius to Fahrenheit.",
-    "Write a Python function that flattens a nested list of lists into one list.",
-    "Write a Python function that returns True when a number is prime.",
-]
-LEGAL = [
-    "Explain what a non-disclosure agreement is and what it usually contains.",
-    "Explain the difference between a contract and a verbal agreement.",
-    "Explain what breach of contract means and what remedies a party may have.",
-    "Explain what a tenant's rights are when a landlord does not make repairs.",
-    "Explain what a power of attorney is and when someone might need one.",
-    "Explain what copyright protects and how long it usually lasts.",
-    "Explain what a will is and what happens when someone dies without one.",
-    "Explain what liability means in a contract and how a limitation clause works.",
-    "Explain what an employment contract usually says about termination and notice.",
-    "Explain what a warranty in a sales contract is.",
-]
-MEDICAL = [
-    "Explain what high blood pressure is and how it is usually treated.",
-    "Explain the common symptoms of type 2 diabetes and how it is diagnosed.",
-    "Explain what causes asthma and how an inhaler helps.",
-    "Explain what a fever is and when a patient should see a doctor.",
-    "Explain what cholesterol is and why high cholesterol is a risk for the heart.",
-    "Explain the common symptoms of a migraine and how it is treated.",
-    "Explain what an antibiotic is and why it does not work against viruses.",
-    "Explain what anemia is, its symptoms and its usual treatment.",
-    "Explain what a stroke is and what its warning signs are.",
-    "Explain what an allergy is and how antihistamines help.",
-]
-DOMAINS = {"code": CODE, "legal": LEGAL, "medical": MEDICAL}
+from mlxspec.bench.session_prompts import DOMAINS
+
+METHODS = ("plain", "lookup", "frozen", "adapting", "adapting-static", "adapting+lookup", "draft")
 
 
 def session(per_domain: Optional[int] = None) -> list[tuple[str, str]]:
@@ -54,62 +23,105 @@ def session(per_domain: Optional[int] = None) -> list[tuple[str, str]]:
     return [(d, p) for d, ps in DOMAINS.items() for p in ps[:per_domain]]
 
 
-def replay(engine, prompts: list[tuple[str, str]], max_tokens: int = 48,
-           on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
-    """Greedy replies to each prompt, in order, through one engine (the drafter adapts in
-    its end_reply, inside the reply's stream). Adapting seconds are measured around the
-    end of the stream; tok/s counts generation only, not adaptation."""
+def _adapting(engine):
+    from mlxspec.cli.adapt_cmd import adaptive_part
+
+    d = adaptive_part(engine.drafter)
+    return d if d is not None and d.learn else None
+
+
+def _one(engine, text: str, max_tokens: int, think_s: float) -> dict:
     import mlxspec
 
-    rows = []
+    t0 = time.perf_counter()
+    last, t_last, tokens = None, t0, []
+    for r in mlxspec.stream_generate(engine, text, max_tokens=max_tokens):
+        last, t_last = r, time.perf_counter()
+        tokens.append(r.token)
+    t_end = time.perf_counter()
+    s = last.stats
+    head = _adapting(engine)
+    upd = dict(head.last_update) if head is not None else {}
+    idle = head.idle_update(lambda: False, think_s) if head is not None and think_s > 0 else {}
+    return {"tokens": len(tokens), "tok_s": round(last.generation_tps, 2),
+            "acceptance": round(s.acceptance_rate, 4), "mean_len": round(s.mean_accepted_length, 3),
+            "rounds": s.rounds, "drafted": s.drafted, "accepted": s.accepted,
+            "adapt_s": round(t_end - t_last + idle.get("seconds", 0.0), 3),
+            "steps": upd.get("steps", 0) + idle.get("steps", 0),
+            "reply_s": round(t_last - t0, 3), "output": tokens}
+
+
+def replay(engines: dict, prompts: list[tuple[str, str]], max_tokens: int = 48, think_s: float = 0.0,
+           on_row: Optional[Callable[[str, dict], None]] = None) -> dict:
+    """{method: [row per prompt]}: greedy replies, each prompt through every engine in
+    turn. tok/s counts generation only, not adaptation."""
+    rows: dict = {m: [] for m in engines}
     for i, (domain, text) in enumerate(prompts):
-        t0 = time.perf_counter()
-        last, t_last, tokens = None, t0, []
-        for r in mlxspec.stream_generate(engine, text, max_tokens=max_tokens):
-            last, t_last = r, time.perf_counter()
-            tokens.append(r.token)
-        t_end = time.perf_counter()
-        s = last.stats
-        d = getattr(engine.drafter, "primary", None) or engine.drafter
-        upd = getattr(d, "last_update", None) or {}
-        row = {"i": i, "domain": domain, "tokens": len(tokens), "tok_s": round(last.generation_tps, 2),
-               "acceptance": round(s.acceptance_rate, 4), "mean_len": round(s.mean_accepted_length, 3),
-               "rounds": s.rounds, "drafted": s.drafted, "accepted": s.accepted,
-               "adapt_s": round(t_end - t_last, 3), "steps": upd.get("steps", 0) if upd else 0,
-               "reply_s": round(t_last - t0, 3), "output": tokens}
-        rows.append(row)
-        if on_row:
-            on_row(row)
+        for method, eng in engines.items():
+            row = {"i": i, "domain": domain, **_one(eng, text, max_tokens, think_s)}
+            rows[method].append(row)
+            if on_row:
+                on_row(method, row)
     return rows
 
 
-METHODS = ("plain", "lookup", "frozen", "adapting", "adapting+lookup")
-
-
-def engines(target, method: str, state_dir, budget: float = 0.10, lr: Optional[float] = None,
-            governor: bool = True, head_kw: Optional[dict] = None):
-    """An engine for one method of the comparison; heads start from no head (a new head
-    from the target's layer, its state under `state_dir`)."""
+def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optional[float] = None,
+               governor: bool = True, head_kw: Optional[dict] = None, steps: Optional[int] = None):
+    """An engine for one method of the comparison (None: not available for this target);
+    heads start from no head (a new head from the target's own layer, its state under
+    `state_dir`). `steps`: exactly that many optimiser steps after each reply, whatever
+    the clock says (recipes compared on a busy machine)."""
     from mlxspec.adapt import Adapter, AdaptSettings
     from mlxspec.drafters.adaptive import AdaptiveHeadDrafter
     from mlxspec.engine import Engine
-    from mlxspec.loading import with_branches
+    from mlxspec.loading import _model_drafter, _suggested_draft, with_branches
 
     drafter = None
     if method == "lookup":
         drafter = with_branches(target, None)
+    elif method == "draft":
+        partner = _suggested_draft(target.name)
+        if partner is None:
+            return None
+        drafter = _model_drafter(target, partner)
     elif method != "plain":
         settings = AdaptSettings(lr=lr) if lr else None
         head_kw = dict(head_kw or {})
         exit_layer = head_kw.pop("exit_layer", None)
         adapter = Adapter.open(target.model, state_dir, target.tokenizer, exit_layer=exit_layer,
                                new_head_kw=head_kw, settings=settings)
-        drafter = AdaptiveHeadDrafter(target.model, adapter, budget_fraction=budget,
+        vocab = "static" if method.endswith("-static") else "dynamic"
+        drafter = AdaptiveHeadDrafter(target.model, adapter, vocab_mode=vocab,
+                                      budget_fraction=1e6 if steps else budget,
                                       learn=method != "frozen", label=f"head:{method.split('+')[0]}")
+        drafter.max_steps = steps
         if method.endswith("+lookup"):
             drafter = with_branches(target, drafter, store=False)
     return Engine(target.model, target.tokenizer, drafter, model_name=target.name, adaptive=governor,
                   max_context=target.max_context, cost_path=target.path / ".mlxspec-costs.json")
+
+
+def summary(rows: dict) -> dict:
+    """Per method: acceptance and tok/s over each domain's second half, tok/s over the
+    session's last third against plain's on the same prompts, and whether greedy output
+    equals plain's."""
+    out = {}
+    ref = rows.get("plain")
+    for m, rs in rows.items():
+        per = {}
+        for d in dict.fromkeys(r["domain"] for r in rs):
+            mine = [r for r in rs if r["domain"] == d]
+            half = mine[len(mine) // 2:]
+            per[d] = {"acceptance": round(sum(r["accepted"] for r in half) / max(1, sum(r["drafted"] for r in half)), 4),
+                      "tok_s": round(sum(r["tok_s"] for r in half) / len(half), 2)}
+        item = {"second_half": per}
+        if ref:
+            third = len(rs) - len(rs) // 3
+            item["last_third_vs_plain"] = round(sum(r["tok_s"] for r in rs[third:])
+                                                / max(1e-9, sum(r["tok_s"] for r in ref[third:])), 3)
+            item["greedy_equals_plain"] = all(r["output"] == p["output"] for r, p in zip(rs, ref))
+        out[m] = item
+    return out
 
 
 def main(argv=None) -> None:
@@ -128,7 +140,9 @@ def main(argv=None) -> None:
     ap.add_argument("--per-domain", type=int, default=None)
     ap.add_argument("-n", "--max-tokens", type=int, default=48)
     ap.add_argument("--budget", type=float, default=0.10, help="adaptation seconds per reply second")
+    ap.add_argument("--think", type=float, default=0.0, help="idle training seconds after each reply (chat)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="exactly this many training steps per reply")
     ap.add_argument("--json", dest="out", default=None, help="write every row here")
     ap.add_argument("--no-governor", dest="governor", action="store_false",
                     help="draft every round (measures the head's acceptance on every reply)")
@@ -139,25 +153,32 @@ def main(argv=None) -> None:
     head_kw = {k: v for k, v in (("exit_layer", a.exit_layer), ("feature_input", a.feature_input),
                                  ("init_layer", a.init_layer)) if v is not None}
     target = load_model(a.model)
-    prompts = session(a.per_domain)
-    result = {}
-    for method in a.methods.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            eng = engines(target, method, Path(tmp), a.budget, a.lr, a.governor, head_kw)
-            t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = {}
+        for m in a.methods.split(","):
+            eng = engine_for(target, m, Path(tmp) / m, a.budget, a.lr, a.governor, head_kw, a.steps)
+            if eng is None:
+                print(f"{m}: not available for {target.name}", file=sys.stderr)
+            else:
+                engines[m] = eng
 
-            def show(row, method=method):
-                print(f"{method:16s} {row['i']:2d} {row['domain']:8s} acc {row['acceptance']:.2f} "
-                      f"len {row['mean_len']:.2f} {row['tok_s']:6.2f} tok/s adapt {row['adapt_s']:.2f}s "
-                      f"({row['steps']} steps)", file=sys.stderr, flush=True)
+        def show(method, row):
+            print(f"{method:16s} {row['i']:2d} {row['domain']:8s} acc {row['acceptance']:.2f} "
+                  f"len {row['mean_len']:.2f} {row['tok_s']:6.2f} tok/s adapt {row['adapt_s']:.2f}s "
+                  f"({row['steps']} steps)", file=sys.stderr, flush=True)
 
-            result[method] = replay(eng, prompts, a.max_tokens, show)
-            print(f"{method}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    ref = result.get("plain")
-    if ref:
-        for m, rows in result.items():
-            same = all(r["output"] == p["output"] for r, p in zip(rows, ref))
-            print(f"{m}: greedy output {'identical to' if same else 'DIFFERS from'} plain", file=sys.stderr)
+        t0 = time.perf_counter()
+        rows = replay(engines, session(a.per_domain), a.max_tokens, a.think, show)
+        memory = {}
+        for m, eng in engines.items():
+            from mlxspec.cli.adapt_cmd import adaptive_part
+
+            d = adaptive_part(eng.drafter)
+            if d is not None:
+                memory[m] = d.adapter.memory_bytes() if d.learn else {"head": int(d.head.nbytes())}
+    result = {"rows": rows, "summary": summary(rows), "memory_bytes": memory,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    print(json.dumps({"summary": result["summary"], "memory_bytes": memory}, indent=1), file=sys.stderr)
     if a.out:
         Path(a.out).write_text(json.dumps(result) + "\n")
 

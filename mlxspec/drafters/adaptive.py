@@ -6,7 +6,8 @@ verified forward into the adapter's buffer, reset/extend feed the verified token
 time-boxed training slice, by default at most `budget_fraction` (10%) of the reply's
 time. After a slice changed the head, what was computed with the old weights is rebuilt
 before the next draft: the runner's head cache (from the layer-k states it kept) and the
-core vocabulary's LM-head rows (the decayed counts may re-rank the core). Verification
+core vocabulary's LM-head rows (with the dynamic vocabulary the decayed counts may
+re-rank the core; the static one keeps its ranking, FR-Spec's fixed core). Verification
 never depends on the head: output stays lossless whatever the head does.
 
 `idle_update(stop)` is for a chat front end: train while the person reads and types,
@@ -165,7 +166,7 @@ class AdaptiveHeadDrafter(HeadDrafter):
     def refresh(self) -> None:
         """Rebuild what depends on the head's weights and the core ranking."""
         core = np.asarray(self.adapter.current_ranking()[: self.adapter.core_size], dtype=np.int32)
-        if self.vocab.mode != "full" and not np.array_equal(np.sort(core), np.sort(self.vocab.core)):
+        if self.vocab.mode == "dynamic" and not np.array_equal(np.sort(core), np.sort(self.vocab.core)):
             v = self.vocab
             self.vocab = DraftVocab(v.vocab_size, list(self.adapter.eos_ids) + [int(t) for t in core],
                                     mode=v.mode, tail_capacity=v.tail_capacity, neighbours=v.neighbours)
