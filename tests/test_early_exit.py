@@ -196,3 +196,65 @@ def test_the_sampling_test_catches_wrong_rules(two_layer, broken, monkeypatch):
     params = CASES["temp1"]
     counts, _ = ee_counts(two_layer, TableDrafter(), params, samples=600)
     assert pvalue(counts, joint(two_layer, params)) < 1e-6
+
+
+# -- the policy ---------------------------------------------------------------------------
+def test_policy_gathers_more_tentative_tokens_when_the_exit_agrees_and_the_full_pass_costs():
+    cost = CostModel({1: 1.0, 2: 1.05, 4: 1.1, 8: 1.2, 12: 1.3})  # a flat curve: verification dominates
+    agree, disagree = ExitPolicy(0.25), ExitPolicy(0.25)
+    for _ in range(20):
+        agree.record_full(8, 8, tent_seconds=8 * 0.02, full_seconds=0.8, cost_model=cost)
+        disagree.record_full(8, 0, tent_seconds=8 * 0.02, full_seconds=0.8, cost_model=cost)
+    assert agree.agreement > 0.9 and disagree.agreement < 0.2
+    assert agree.length(cost, 1.0, 4) > disagree.length(cost, 1.0, 4)
+    cheap = ExitPolicy(0.25)  # the same agreement, a full pass that costs little against the exit
+    for _ in range(20):
+        cheap.record_full(8, 6, tent_seconds=8 * 0.2, full_seconds=0.05, cost_model=cost)
+    pricey = ExitPolicy(0.25)
+    for _ in range(20):
+        pricey.record_full(8, 6, tent_seconds=8 * 0.02, full_seconds=2.0, cost_model=cost)
+    assert pricey.length(cost, 1.0, 4) > cheap.length(cost, 1.0, 4)
+    assert ExitPolicy(0.25, adaptive=False).length(cost, 1.0, 5) == 5
+
+
+def test_policy_runs_the_faster_method_and_probes_the_other():
+    p = ExitPolicy(0.25)
+    chosen = []
+    for _ in range(64):
+        single = p.use_single_level()
+        chosen.append(single)
+        (p.single if single else p.early).add(2 if single else 1, 1.0)  # single-level twice as fast
+    assert chosen[:3] == [False] * 3  # early-exit measured first
+    tail = chosen[16:]
+    assert sum(tail) > 0.85 * len(tail) and not all(tail)  # mostly single-level, early-exit probed
+    q = ExitPolicy(0.25)
+    for _ in range(64):
+        single = q.use_single_level()
+        (q.single if single else q.early).add(1 if single else 2, 1.0)
+    assert q.early.n > q.single.n
+
+
+def test_default_exit_layer():
+    assert default_exit_layer(28) == 7 and default_exit_layer(30) == 8  # a quarter of the depth
+    assert default_exit_layer(30, draft_layer=8) == 12  # above the head's exit by an eighth
+    assert default_exit_layer(4, draft_layer=2) == 3
+    with pytest.raises(ValueError):
+        ExitLevels(TargetRunner(tiny_model(V, layers=4)), exit_layer=4)
+
+
+def test_without_layer_access_the_exact_round_runs():
+    from mlxspec.drafters.lookup import LookupDrafter
+
+    class NoLayers(TargetRunner):
+        lm = property(lambda self: None)
+
+    class Drafter(LookupDrafter):
+        def make_runner(self, model):
+            return NoLayers(model)
+
+    target = tiny_model(V, layers=4, hidden=32, seed=1, scale=3.0)
+    prompt = [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3]
+    ref = [r.token for r in Engine(target, CharTokenizer(V)).stream(prompt, SamplingParams(), max_tokens=16)]
+    out = list(ee_engine(target, Drafter(), 4).stream(prompt, SamplingParams(), max_tokens=16))
+    assert [r.token for r in out] == ref
+    assert out[-1].stats.rounds > 0 and "full_verifications" not in out[-1].stats.extra
