@@ -161,6 +161,11 @@ def test_idle_trainer_slices_and_stops():
     idle.arm(engine, 5.0)
     idle.run_slice(engine, lambda: True)  # a job is waiting: no step, no more slices
     assert not idle.pending and seen[-1] is False and engine.idle_calls[-1][1] == 0.1
+    slow = learning(step_s=0.3)  # a step longer than a slice: the rest of the budget at once
+    idle.arm(slow, 1.0)
+    idle.run_slice(slow, lambda: False)
+    assert [b for _, b in slow.idle_calls] == [0.1, 1.0] and len(slow.idle_steps) == 3
+    assert not idle.pending
     engine.learns = False  # the drafter stopped adapting (e.g. reloaded with --no-adapt)
     idle.arm(engine, 10.0)
     assert not idle.pending and seen[-1] is False

@@ -68,7 +68,10 @@ class IdleTrainer:
     def run_slice(self, backend, stop: Callable[[], bool]) -> None:
         """Train for one slice (or until stop()), then report."""
         try:
-            out = backend.idle_update(stop, min(self.slice_s, self.left))
+            budget = min(self.slice_s, self.left)
+            out = backend.idle_update(stop, budget)
+            if not out.get("steps") and budget < self.left and not stop():
+                out = backend.idle_update(stop, self.left)  # a step longer than a slice: one slice
         except Exception as exc:  # a failing trainer must not take the chat down
             log.warning("idle adaptation stopped: %s", first_line(exc))
             out = {"steps": 0, "seconds": 0.0}
