@@ -32,7 +32,7 @@ from mlxspec.sampling import probs_from_logits
 from mlxspec.tree import DraftTree, chain_parents
 from mlxspec.verify import verify
 
-COUNTERS = ("intermediate_checked", "intermediate_rejected", "full_verifications", "tentative_verified",
+COUNTERS = ("intermediate_checks", "intermediate_checked", "intermediate_rejected", "full_verifications", "tentative_verified",
             "full_accepted", "single_level_rounds", "drafter_resets")
 STAGES = ("draft_s", "intermediate_s", "full_s", "single_s")  # single_s: the single-level rounds
 
@@ -147,7 +147,7 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     chain = _chain(tree, greedy)
     t_mid = 0.0
     guessed = tree.guessed
-    checked = rejected = 0
+    checks = checked = rejected = 0
     while True:
         chain = _head(chain, N - len(T) - 1)
         t0 = time.perf_counter()
@@ -159,6 +159,7 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
             Q += [probs_from_logits(logits[i], ctx + new[:i], params) for i in range(len(new))]
         T += new
         ctx += new
+        checks += 1
         checked += len(chain)
         rejected += len(chain) - len(path)
         t_mid += time.perf_counter() - t0
@@ -197,7 +198,7 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     gov.record_round(total, n, a, len(out), t_draft, guessed)
     policy.record_full(n, a, t_draft + t_mid, t_full, engine.cost or _flat())
     policy.early.add(len(out), total)
-    _add(engine.verify_stats, intermediate_checked=checked, intermediate_rejected=rejected,
+    _add(engine.verify_stats, intermediate_checks=checks, intermediate_checked=checked, intermediate_rejected=rejected,
          full_verifications=1, tentative_verified=n, full_accepted=a,
          draft_s=t_draft, intermediate_s=t_mid, full_s=t_full)
     s = engine.verify_stats
