@@ -49,9 +49,7 @@ class MlxspecBackend:
         d = self._learner()
         if d is None:
             return None
-        c = d.adapter.counters
-        return {"acceptance": list(c.acceptance[-64:]), "updates": c.updates,
-                "steps": d.adapter.trainer.steps, "last": dict(d.last_update)}
+        return d.status()
 
     def idle_update(self, stop: Callable[[], bool], budget_s: float) -> dict:
         d = self._learner()

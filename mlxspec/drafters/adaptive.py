@@ -106,6 +106,7 @@ class AdaptiveHeadDrafter(HeadDrafter):
         self._save_s = 0.0  # EMA of one save's seconds (spent inside the budget)
         self.last_update: dict = {"steps": 0, "seconds": 0.0}
         self._hint: Optional[float] = None
+        self.agreement: Optional[float] = None  # held-out agreement on the last reply
 
     # -- Drafter interface ------------------------------------------------------------
     def make_runner(self, model) -> AdaptiveRunner:
@@ -134,8 +135,16 @@ class AdaptiveHeadDrafter(HeadDrafter):
         self.adapter.end_reply(stats.acceptance_rate if drafted else None)
         # Measured before training on this reply: held out, and available even when the
         # governor gave the head no rounds.
-        self._hint = self.adapter.trainer.newest_agreement()
+        self._hint = self.agreement = self.adapter.trainer.newest_agreement()
         return self.update(self.budget_fraction * max(0.0, float(seconds)), max_steps=self.max_steps)
+
+    def status(self, last: int = 64) -> dict:
+        """What a front end shows: per-reply acceptance (oldest first; replies that drafted),
+        the held-out agreement on the last reply (also when it did not draft), updates,
+        optimiser steps and the last training slice."""
+        c = self.adapter.counters
+        return {"acceptance": list(c.acceptance[-last:]), "agreement": self.agreement, "updates": c.updates,
+                "steps": self.adapter.trainer.steps, "last": dict(self.last_update)}
 
     def acceptance_hint(self) -> Optional[float]:
         hint, self._hint = self._hint, None
