@@ -110,6 +110,9 @@ class ExitLevels:
         run = self.runner
         n = self.pending
         drop = n - kept
+        if self.k and run.low_len > self.mid:  # drafts fed after the last check: never checked
+            run._rewind_lower(run.low_len - self.mid)
+            run._pend_tokens, run._pend_h, run._pend_par = [], [], []
         if drop > 0:
             for c in run.cache[self.m :]:
                 c.trim(drop)
