@@ -69,11 +69,16 @@ def test_greedy_early_exit_over_a_conversation_and_a_long_reply():
     tok = CharTokenizer(V)
     eng = Engine(target, tok, make_drafter("head+lookup", target, target), num_draft=3, verify="early-exit")
     prompt = [int(t) for t in np.random.default_rng(3).integers(0, V, 9)]
+    kinds = {"full_verifications": 0, "single_level_rounds": 0}
     for turn in range(3):
         ref = [r.token for r in Engine(target, tok).stream(prompt, SamplingParams(), max_tokens=40)]
-        out = [r.token for r in eng.stream(prompt, SamplingParams(), max_tokens=40)]
+        res = list(eng.stream(prompt, SamplingParams(), max_tokens=40))
+        out = [r.token for r in res]
         assert out == ref, turn
+        for key in kinds:
+            kinds[key] += res[-1].stats.extra.get(key, 0)
         prompt = prompt + out + [turn + 1, turn + 2]
+    assert all(kinds.values()), kinds  # both kinds of round ran (the method choice measures both)
 
 
 # -- the reuse of caches and hidden states --------------------------------------------
