@@ -46,7 +46,7 @@ from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sa
 from mlxspec.tree import DraftTree, children_of
 
 DEFAULT_WEIGHT = 0.5  # w, the draft's share of the blend
-DEFAULT_BUDGET = 0.5  # the largest TV(p_ens, p) verified against p_ens
+DEFAULT_BUDGET = 0.3  # the largest TV(p_ens, p) verified against p_ens (docs/benchmarks.md)
 
 
 def greedy_view(params: SamplingParams) -> SamplingParams:

@@ -102,7 +102,7 @@ def test_eval_cli(engine, monkeypatch, tmp_path):
                                  "--relax-weight", "0.8", "--json", "-o", str(out)])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert [x["setting"] for x in doc["rows"]] == ["exact", "relaxed w=0.5 b=0.5", "relaxed w=0.8 b=0.5"]
+    assert [x["setting"] for x in doc["rows"]] == ["exact", "relaxed w=0.5 b=0.3", "relaxed w=0.8 b=0.3"]
     assert "replies" not in doc["rows"][0] and len(json.loads(out.read_text())["rows"][0]["replies"]) == 3
     assert "eval exact T=0" in r.stderr  # progress on stderr
 

@@ -61,7 +61,7 @@ def verify_options(f):
                      help="Relaxed: the draft's weight w in [0, 1) of the blend (0 = exact; default 0.5)."),
         click.option("--relax-budget", type=float, default=None,
                      help="Relaxed: most total-variation distance from the target per position; "
-                     "beyond it the position is verified exactly (0 = exact; default 0.5)."),
+                     "beyond it the position is verified exactly (0 = exact; default 0.3)."),
     ]):
         f = opt(f)
     return f

@@ -64,7 +64,7 @@ class OptionsScreen(ModalScreen):
                             id="relax_weight", type="number", compact=True)
                 yield Label("Relax budget")
                 yield Input("" if s.relax_budget is None else f"{s.relax_budget:g}",
-                            placeholder="max TV per token (default 0.5)", id="relax_budget", type="number",
+                            placeholder="max TV per token (default 0.3)", id="relax_budget", type="number",
                             compact=True)
             yield Label("System prompt", classes="system-label")
             yield TextArea(s.system, id="system", compact=True)
