@@ -167,14 +167,25 @@ def _auto_drafter(target: LoadedModel, adapt: bool = False):
         except MlxspecError as exc:
             log.info("suggested draft model unavailable (%s)", exc)
     # A head trained up front (train-head), adapted further when adaptation is on. A head
-    # made only by adaptation is not used here: it was not measured to beat lookup (a new
-    # head starts near 0% acceptance, and a paused head pauses lookup's branches too).
+    # made only by adaptation (chat or --draft head started it) once its measured
+    # acceptance pays; a new one would start near 0% and cost lookup its first replies.
     trained = _trained_heads(target)
     if not trained:
-        return None
+        return _adaptive_drafter(target, required=False) if adapt and _adapted_head_pays(target) else None
     if adapt:
         return _adaptive_drafter(target, required=False)
     return _head_drafter(target, required=False, head_path=trained[0])
+
+
+AUTO_MIN_ACCEPTANCE = 0.15  # where adapted heads measured faster than plain and lookup (docs)
+
+
+def _adapted_head_pays(target: LoadedModel) -> bool:
+    """Whether the model's adapted head drafted well enough over its last replies."""
+    from mlxspec.adapt.state import info
+
+    recent = info(target.path).get("acceptance", [])[-4:]
+    return len(recent) >= 2 and sum(recent) / len(recent) >= AUTO_MIN_ACCEPTANCE
 
 
 def _trained_heads(target: LoadedModel) -> list:

@@ -146,8 +146,12 @@ def test_draft_head_without_a_head_starts_one(folder, monkeypatch):
         a = mlxspec.generate(eng, p, max_tokens=12, chat_template=False)
         assert a == mlxspec.generate(plain, p, max_tokens=12, chat_template=False)
     assert state.adapted_path(folder).is_file()  # the first run made a head
-    # auto ignores a head made only by adaptation (not shown to beat lookup) ...
-    assert mlxspec.load(str(folder), draft="auto").draft_name == "lookup"
+    # auto uses a head made only by adaptation once its measured acceptance pays ...
+    adapter = eng.drafter.primary.adapter
+    for acc, name in ((0.05, "lookup"), (0.3, "head:adapting+lookup")):
+        adapter.counters.acceptance = [acc] * 4
+        adapter.save()
+        assert mlxspec.load(str(folder), draft="auto").draft_name == name, acc
     # ... but adapts a trained head further; with adaptation off it loads it as it is
     import shutil
     for ext in (".safetensors", ".json"):
