@@ -42,8 +42,9 @@ from typing import Optional
 import numpy as np
 
 from mlxspec.errors import InvalidParameterError
-from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
+from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits
 from mlxspec.tree import DraftTree, children_of
+from mlxspec.verify import _verify_sampling, kids_of
 
 DEFAULT_WEIGHT = 0.5  # w, the draft's share of the blend
 DEFAULT_BUDGET = 0.3  # the largest TV(p_ens, p) verified against p_ens (docs/benchmarks.md)
@@ -124,7 +125,7 @@ class Relaxed:
 
     def _greedy(self, logits, tree, context, params, count):
         children = children_of(tree.tokens, tree.parents)
-        kids = _kids(tree)
+        kids = kids_of(tree)
         view = greedy_view(params)
         path: list[int] = []
         at, text = -1, list(context)
@@ -147,45 +148,13 @@ class Relaxed:
             at = nxt
 
     def _sampling(self, logits, tree, context, params, rng, count):
-        kids = _kids(tree)
-        path: list[int] = []
-        at, text = -1, list(context)
-        while True:
-            p = probs_from_logits(logits[at + 1], text, params)
-            r, d, over = self.blend(p, _draft_q(tree, kids.get(at, [])))
+        def against(p, children):
+            r, d, over = self.blend(p, _draft_q(tree, children))
             used = r is not p
             count.add(used, d, over, used)
-            for c in kids.get(at, []):
-                x, q = tree.tokens[c], tree.q[c]
-                q_x = 1.0 if q is None else float(q[x])
-                if q_x <= 0.0:
-                    raise ValueError("drafter proposed a token outside its own distribution")
-                if rng.random() * q_x < float(r[x]):
-                    path.append(c)
-                    text.append(x)
-                    at = c
-                    break
-                r = residual(r, q, x)
-            else:
-                return path, sample(r, rng)
+            return r
 
-
-def residual(r: np.ndarray, q: Optional[np.ndarray], x: int) -> np.ndarray:
-    """norm(max(0, r - q)); q None is the point mass at x (as verify._residual)."""
-    if q is None:
-        out = r.copy()
-        out[x] = 0.0
-    else:
-        out = np.maximum(r - q, 0.0)
-    total = out.sum()
-    return out / total if total > 0 else r
-
-
-def _kids(tree: DraftTree) -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for i, p in enumerate(tree.parents):
-        kids.setdefault(int(p), []).append(i)
-    return kids
+        return _verify_sampling(logits, tree, context, params, rng, against)
 
 
 def _draft_q(tree: DraftTree, children: list[int]) -> Optional[np.ndarray]:

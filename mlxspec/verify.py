@@ -65,14 +65,24 @@ def _residual(r: np.ndarray, q: Optional[np.ndarray], x: int) -> np.ndarray:
     return out / total if total > 0 else r
 
 
-def _verify_sampling(logits, tree, context, params, rng):
+def kids_of(tree: DraftTree) -> dict[int, list[int]]:
+    """Each node's children (-1: the root's), in proposal order."""
     kids: dict[int, list[int]] = {}
     for i, p in enumerate(tree.parents):
         kids.setdefault(int(p), []).append(i)
+    return kids
+
+
+def _verify_sampling(logits, tree, context, params, rng, against=None):
+    """`against(p, children) -> r`: the distribution a position is verified against,
+    given the target's p there (relaxed.py's ensemble); None: p itself (exact)."""
+    kids = kids_of(tree)
     path: list[int] = []
     at, text = -1, list(context)
     while True:
         r = probs_from_logits(logits[at + 1], text, params)
+        if against is not None:
+            r = against(r, kids.get(at, []))
         for c in kids.get(at, []):
             x, q = tree.tokens[c], tree.q[c]
             q_x = 1.0 if q is None else float(q[x])

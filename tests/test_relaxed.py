@@ -4,7 +4,7 @@ holds at every position, and the reported counters are right on constructed case
 import numpy as np
 import pytest
 
-import mlxspec.relaxed as relaxed_mod
+import mlxspec.verify as verify_mod
 from mlxspec.drafters.compose import Composite
 from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.drafters.head import HeadDrafter
@@ -138,7 +138,7 @@ def test_the_ensemble_test_catches_exact_verification_and_a_wrong_residual(monke
     E = ens_matrix(p, q, PARAMS, WEIGHT)
     seqs = run_markov(p, q, PARAMS, 3, 3, 6000, seed=3, rule=verify)  # the target's rule
     assert pvalue(last_pair_counts(seqs), chain_joint(E, 3)) < 1e-6
-    monkeypatch.setattr(relaxed_mod, "residual", lambda r, q, x: r)  # resample from p_ens
+    monkeypatch.setattr(verify_mod, "_residual", lambda r, q, x: r)  # resample from p_ens
     seqs = run_markov(p, q, PARAMS, 3, 3, 6000, seed=3, rule=relaxed_rule())
     assert pvalue(last_pair_counts(seqs), chain_joint(E, 3)) < 1e-6
 
