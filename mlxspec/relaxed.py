@@ -43,8 +43,8 @@ import numpy as np
 
 from mlxspec.errors import InvalidParameterError
 from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits
-from mlxspec.tree import DraftTree, children_of
-from mlxspec.verify import _verify_sampling, kids_of
+from mlxspec.tree import DraftTree
+from mlxspec.verify import _verify_greedy, _verify_sampling, kids_of
 
 DEFAULT_WEIGHT = 0.5  # w, the draft's share of the blend
 DEFAULT_BUDGET = 0.3  # the largest TV(p_ens, p) verified against p_ens (docs/benchmarks.md)
@@ -124,13 +124,10 @@ class Relaxed:
         return self._sampling(logits, tree, context, params, rng, count)
 
     def _greedy(self, logits, tree, context, params, count):
-        children = children_of(tree.tokens, tree.parents)
         kids = kids_of(tree)
         view = greedy_view(params)
-        path: list[int] = []
-        at, text = -1, list(context)
-        while True:
-            row = logits[at + 1]
+
+        def choose(row, text, at):
             target_best = greedy_token(row, text, params)
             q = _draft_q(tree, kids.get(at, []))
             best, d, over, used = target_best, 0.0, False, False
@@ -140,12 +137,9 @@ class Relaxed:
                 if used:
                     best = int(np.argmax(r))
             count.add(used, d, over, best != target_best)
-            nxt = children.get(at, {}).get(best)
-            if nxt is None:
-                return path, best
-            path.append(nxt)
-            text.append(best)
-            at = nxt
+            return best
+
+        return _verify_greedy(logits, tree, context, params, choose)
 
     def _sampling(self, logits, tree, context, params, rng, count):
         def against(p, children):

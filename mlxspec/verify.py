@@ -34,12 +34,16 @@ def verify(target_logits: np.ndarray, tree: DraftTree, context: list[int], param
     return _verify_sampling(target_logits, tree, context, params, rng)
 
 
-def _verify_greedy(logits, tree, context, params):
+def _verify_greedy(logits, tree, context, params, choose=None):
+    """`choose(row, text, at) -> token`: the token a position is verified against, given
+    the target's logits row after node `at` (relaxed.py's ensemble argmax); None: the
+    target's own greedy token (exact)."""
     children = children_of(tree.tokens, tree.parents)
     path: list[int] = []
     at, text = -1, list(context)
     while True:
-        best = greedy_token(logits[at + 1], text, params)
+        row = logits[at + 1]
+        best = greedy_token(row, text, params) if choose is None else choose(row, text, at)
         nxt = children.get(at, {}).get(best)
         if nxt is None:
             return path, best
