@@ -17,6 +17,7 @@ from mlxspec.sampling import SamplingParams, probs_from_logits
 from mlxspec.tree import DraftTree
 from mlxspec.verify import verify
 from test_sampling import V_M, markov, pvalue
+from test_sampling import run_markov as sampling_markov
 from tiny import CharTokenizer, perturbed_copy, tiny_model
 
 P_MIN = 1e-3
@@ -77,28 +78,10 @@ def ens_matrix(p_logits, q_logits, params, weight):
 
 
 def run_markov(p_logits, q_logits, params, depth, n_tokens, n, seed, rule, branch=False):
-    """n sequences of n_tokens by rounds of `rule` (a verify function); each round drafts
-    `depth` tokens from q and, with `branch`, a copied point-mass sibling at the root.
-    depth >= n_tokens: every emitted token is at a position that has a draft."""
-    rng = np.random.default_rng(seed)
-    out = np.zeros((n, n_tokens), dtype=np.int64)
-    for s in range(n):
-        seq = [0]
-        while len(seq) - 1 < n_tokens:
-            toks, qs, last = [], [], seq[-1]
-            for _ in range(depth):
-                q = probs_from_logits(q_logits[last], [], params)
-                last = int(rng.choice(V_M, p=q))
-                toks.append(last)
-                qs.append(q)
-            tree = DraftTree.chain(toks, qs)
-            if branch:
-                tree = tree.add_branch([(seq[-1] + 1) % V_M])
-            logits = np.stack([p_logits[seq[-1]]] + [p_logits[t] for t in tree.tokens])
-            path, nxt = rule(logits, tree, seq, params, rng)
-            seq += [tree.tokens[i] for i in path] + [nxt]
-        out[s] = seq[1: n_tokens + 1]
-    return out
+    """test_sampling's runner with another rule; `branch`: a copied point-mass sibling at
+    the root. depth >= n_tokens: every emitted token is at a position that has a draft."""
+    copy = (lambda seq: (seq[-1] + 1) % V_M) if branch else None
+    return sampling_markov(p_logits, q_logits, params, depth, n_tokens, n, seed, branch=copy, rule=rule)
 
 
 def last_pair_counts(seqs):

@@ -56,10 +56,12 @@ def markov(seed):
     return rng.normal(size=(V_M, V_M)) * 1.5
 
 
-def run_markov(p_logits, q_logits, params, depth, n_tokens, n, seed, branch=None):
-    """Emit n_tokens by rounds of verify(): each round drafts a chain of `depth` tokens
-    sampled from q (Markov in the last token) and, if `branch`, a second child of the
-    root copied deterministically (a point mass). Returns the emitted sequences."""
+def run_markov(p_logits, q_logits, params, depth, n_tokens, n, seed, branch=None, rule=None):
+    """Emit n_tokens by rounds of `rule` (default verify()): each round drafts a chain of
+    `depth` tokens sampled from q (Markov in the last token) and, if `branch`, a second
+    child of the root copied deterministically (a point mass). Returns the emitted
+    sequences."""
+    rule = rule or verify
     rng = np.random.default_rng(seed)
     out = np.zeros((n, n_tokens), dtype=np.int64)
     for s in range(n):
@@ -76,7 +78,7 @@ def run_markov(p_logits, q_logits, params, depth, n_tokens, n, seed, branch=None
                 tree = tree.add_branch([branch(seq)])
             rows = [seq[-1]] + tree.tokens
             logits = np.stack([p_logits[rows[0]]] + [p_logits[t] for t in tree.tokens])
-            path, nxt = verify(logits, tree, seq, params, rng)
+            path, nxt = rule(logits, tree, seq, params, rng)
             seq += [tree.tokens[i] for i in path] + [nxt]
         out[s] = seq[1 : n_tokens + 1]
     return out
