@@ -171,7 +171,7 @@ def _auto_drafter(target: LoadedModel, adapt: bool = False):
     # acceptance pays; a new one would start near 0% and cost lookup its first replies.
     trained = _trained_heads(target)
     if not trained:
-        return _adaptive_drafter(target, required=False) if adapt and _adapted_head_pays(target) else None
+        return _adapted_if_it_pays(target) if adapt else None
     if adapt:
         return _adaptive_drafter(target, required=False)
     return _head_drafter(target, required=False, head_path=trained[0])
@@ -180,12 +180,17 @@ def _auto_drafter(target: LoadedModel, adapt: bool = False):
 AUTO_MIN_ACCEPTANCE = 0.15  # where adapted heads measured faster than plain and lookup (docs)
 
 
-def _adapted_head_pays(target: LoadedModel) -> bool:
-    """Whether the model's adapted head drafted well enough over its last replies."""
-    from mlxspec.adapt.state import info
+def _adapted_if_it_pays(target: LoadedModel):
+    """The model's adapted head (loaded once), if it drafted well enough over its last
+    replies; None otherwise (and when it has none: auto does not start one)."""
+    from mlxspec.adapt.state import adapted_path
 
-    recent = info(target.path).get("acceptance", [])[-4:]
-    return len(recent) >= 2 and sum(recent) / len(recent) >= AUTO_MIN_ACCEPTANCE
+    if not adapted_path(target.path).is_file():
+        return None
+    drafter = _adaptive_drafter(target, required=False)
+    recent = drafter.adapter.counters.acceptance[-4:] if drafter is not None else []
+    pays = len(recent) >= 2 and sum(recent) / len(recent) >= AUTO_MIN_ACCEPTANCE
+    return drafter if pays else None
 
 
 def _trained_heads(target: LoadedModel) -> list:
