@@ -8,9 +8,10 @@ PROMPT ?= Explain speculative decoding in two sentences.
 QWEN_TARGET := qwen2.5-coder-1.5b-instruct
 QWEN_DRAFT := qwen2.5-coder-0.5b-instruct
 
-.PHONY: install demo pull test test-all pull-qwen bench bench-qwen chat doctor clean
+# Install as a user would (wheel from the sdist, fresh venv):  make test-wheel
+.PHONY: install demo pull test test-wheel test-all pull-qwen bench bench-qwen chat doctor clean
 
-$(BIN)/mlxspec: pyproject.toml
+$(BIN)/mlxspec: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
@@ -26,6 +27,9 @@ demo: pull
 
 test: pull
 	$(BIN)/python -m pytest
+
+test-wheel: install
+	DEV_PY=$(CURDIR)/$(BIN)/python bash .ci/wheel-check
 
 pull-qwen: install
 	$(BIN)/mlxspec models pull $(QWEN_DRAFT)

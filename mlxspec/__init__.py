@@ -12,7 +12,18 @@ from mlxspec.system.blas import load_openblas as _load_openblas  # noqa: E402
 _load_openblas()  # must run before the first `import mlx.core`
 
 __all__ = ["load", "generate", "stream_generate", "stream_chat", "GenerationResponse", "SamplingParams", "SpecStats"]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlxspec")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "0+source"
+
+
+__version__ = _version()
 
 
 def __getattr__(name):

@@ -9,6 +9,10 @@ class ModelNotFoundError(MlxspecError):
     pass
 
 
+class RegistryError(MlxspecError):
+    """A model registry file that cannot be read."""
+
+
 class ModelLoadError(MlxspecError):
     """Corrupt or incomplete weights, unreadable config."""
 

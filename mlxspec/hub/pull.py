@@ -126,7 +126,7 @@ def _fetch(entry: ModelEntry, work: Path, out: Path) -> None:
             if any(fnmatch.fnmatch(f.name, p) for p in HUB_PATTERNS):
                 shutil.copy2(f, out / f.name)
     else:
-        raise ModelLoadError(f"registry entry {entry.name} has unknown source {entry.source!r}; fix models/registry.toml")
+        raise ModelLoadError(f"registry entry {entry.name} has unknown source {entry.source!r}; fix the registry")
 
 
 def _install(entry: ModelEntry, work: Path, fmt: str = "float32") -> Path:

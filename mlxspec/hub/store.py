@@ -12,7 +12,7 @@ from typing import Optional
 from mlxspec.atomic import clean_stale_temps, discard_dir, is_temp, pid_alive, tree_size
 from mlxspec.errors import MlxspecError, ModelNotFoundError, first_line
 from mlxspec.hub.check import PARTIAL_MARKER, check_model_dir  # noqa: F401  (store.check_model_dir)
-from mlxspec.hub.registry import REGISTRY_FILE, known_names, split_format
+from mlxspec.hub.registry import SOURCE_STORE, known_names, split_format
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.tiktoken", "*.txt"]
 PULL_PREFIX = ".pull-"  # a pull's work folder: .pull-NAME-PID
@@ -23,8 +23,8 @@ def models_dir() -> Path:
     env = os.environ.get("MLXSPEC_MODELS_DIR")
     if env:
         return Path(env).expanduser()
-    if REGISTRY_FILE.exists():  # running from a source checkout: the repo's models/
-        return REGISTRY_FILE.parent
+    if (SOURCE_STORE / "registry.toml").exists():  # running from a source checkout: the repo's models/
+        return SOURCE_STORE
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("mlxspec")) / "models"
