@@ -1,27 +1,18 @@
-"""Idle-time adaptation of the draft head in chat (issue 15), and its status-bar text.
-
-After a reply the engine thread trains the head while the person reads and types, in
-slices of at most `slice_s`, at most `budget_s` per reply. Training runs on the engine
-thread itself (the engine is not thread-safe) and stops as soon as a job is waiting:
-the backend checks `stop()` before each optimiser step, so a new prompt waits at most
-one step. After each slice the worker posts an `AdaptUpdate` to the app.
+"""The chat's view of idle-time head adaptation (issue 15): the status-bar text and the
+message the engine thread posts. The training itself (IdleTrainer: slices on the engine
+thread between replies, stopped by the next prompt) lives in mlxspec/adapt/idle.py.
 """
 from __future__ import annotations
 
-import logging
-from typing import Callable, Optional
+from typing import Optional
 
 from textual.message import Message
 
-from mlxspec.errors import first_line
+from mlxspec.adapt.idle import DEFAULT_IDLE_S, SLICE_S, Emit, IdleTrainer  # noqa: F401 (the chat's names)
 
-DEFAULT_IDLE_S = 30.0  # idle training per reply, so an idle chat does not use the CPU for ever
-SLICE_S = 3.0  # between two status updates (each slice that trained ends with a save)
 TREND = 8  # per-reply acceptance rates shown
 SPARK = "▁▂▃▄▅▆▇█"
 ADAPTING = "adapting…"
-
-log = logging.getLogger("mlxspec.tui")
 
 
 class AdaptUpdate(Message):
@@ -31,56 +22,6 @@ class AdaptUpdate(Message):
     def __init__(self, info: Optional[dict], running: bool):
         super().__init__()
         self.info, self.running = info, running
-
-
-Emit = Callable[[Optional[dict], bool], None]
-
-
-class IdleTrainer:
-    """Owned by the engine thread; every method runs there."""
-
-    def __init__(self, emit: Optional[Emit] = None, slice_s: float = SLICE_S):
-        self.emit = emit or (lambda info, running: None)
-        self.slice_s = slice_s
-        self.left = 0.0  # idle seconds still allowed after the last reply
-
-    def report(self, backend, running: bool = False) -> Optional[dict]:
-        try:
-            info = backend.adaptation() if backend is not None else None
-        except Exception as exc:  # the engine thread must survive a broken counter
-            log.warning("head adaptation status unavailable: %s", first_line(exc))
-            info = None
-        self.emit(info, running and info is not None)
-        return info
-
-    def arm(self, backend, budget_s: float) -> None:
-        """A reply ended: show its acceptance and allow `budget_s` of idle training."""
-        info = self.report(backend, running=budget_s > 0)
-        self.left = float(budget_s) if info is not None else 0.0
-
-    def disarm(self) -> None:
-        self.left = 0.0
-
-    @property
-    def pending(self) -> bool:
-        return self.left > 0
-
-    def run_slice(self, backend, stop: Callable[[], bool]) -> None:
-        """Train for one slice (or until stop()), then report."""
-        try:
-            budget = min(self.slice_s, self.left)
-            out = backend.idle_update(stop, budget)
-            if not out.get("steps") and budget < self.left and not stop():
-                out = backend.idle_update(stop, self.left)  # a step longer than a slice: one slice
-        except Exception as exc:  # a failing trainer must not take the chat down
-            log.warning("idle adaptation stopped: %s", first_line(exc))
-            out = {"steps": 0, "seconds": 0.0}
-        steps, seconds = int(out.get("steps", 0)), max(float(out.get("seconds", 0.0)), 1e-3)
-        self.left -= seconds
-        if not steps or self.left < seconds / steps:
-            self.left = 0.0  # nothing to train on, or no room for a step: do not spin
-        if self.report(backend, running=self.pending and not stop()) is None:
-            self.left = 0.0  # the drafter stopped adapting (or its status failed)
 
 
 def sparkline(values: list) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
 
+from mlxspec.adapt.idle import Learning
 from mlxspec.tui.contract import PrefillCallback
 
 
@@ -39,20 +40,8 @@ class MlxspecBackend:
     def reset(self) -> None:
         self._engine.reset()
 
-    def _learner(self):
-        """The drafter that adapts (a Composite's own drafter, e.g. head+lookup), or None."""
-        d = getattr(self._engine, "drafter", None)
-        d = getattr(d, "primary", d)
-        return d if getattr(d, "learn", False) and getattr(d, "adapter", None) is not None else None
-
     def adaptation(self) -> Optional[dict]:
-        d = self._learner()
-        if d is None:
-            return None
-        return d.status()
+        return Learning(self._engine).adaptation()
 
     def idle_update(self, stop: Callable[[], bool], budget_s: float) -> dict:
-        d = self._learner()
-        if d is None:
-            return {"steps": 0, "seconds": 0.0}
-        return d.idle_update(stop, budget_s)
+        return Learning(self._engine).idle_update(stop, budget_s)
