@@ -8,6 +8,22 @@ from mlxspec.sampling import SamplingParams
 
 MAX_TOKENS_LIMIT = 1_000_000
 MAX_NUM_DRAFT = 64
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding range; what other tools accept
+
+
+def check_options(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft) -> SamplingParams:
+    """A front end's options (CLI, server), checked before anything is loaded or queued:
+    the validated sampling parameters, or one InvalidParameterError for a value the engine
+    would reject later, or reject with a worse message (NaN, inf, a negative seed)."""
+    params = SamplingParams(temp, top_p, top_k, repetition_penalty).validated()  # the engine's own check
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 0 < max_tokens <= MAX_TOKENS_LIMIT:
+        raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_LIMIT}, got {max_tokens}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+        raise InvalidParameterError(f"seed must be in 0..{SEED_MAX}, got {seed}")
+    if num_draft is not None and (isinstance(num_draft, bool) or not isinstance(num_draft, int)
+                                  or not 0 <= num_draft <= MAX_NUM_DRAFT):
+        raise InvalidParameterError(f"num-draft must be in 0..{MAX_NUM_DRAFT}, got {num_draft}")
+    return params
 
 
 def check_call(prompt, params, max_tokens, num_draft, vocab: Optional[int] = None,

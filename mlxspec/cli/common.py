@@ -109,24 +109,15 @@ def read_stdin() -> tuple[str, bool]:
 
 
 # -- sampling options, checked before anything is loaded ----------------------------
-SEED_MAX = 2**32 - 1  # numpy's legacy seeding range; what other tools accept
 NAME_MAX = 4096  # PATH_MAX: a longer model name is junk
 
 
 def check_sampling(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft) -> None:
     """Raise InvalidParameterError (one line) for a value the engine would reject later,
-    or reject with a worse message (NaN, inf, a negative seed)."""
-    from mlxspec.engine import MAX_NUM_DRAFT, MAX_TOKENS_LIMIT
-    from mlxspec.errors import InvalidParameterError
-    from mlxspec.sampling import SamplingParams
+    or reject with a worse message (NaN, inf, a negative seed): call_checks.check_options."""
+    from mlxspec.call_checks import check_options
 
-    SamplingParams(temp, top_p, top_k, repetition_penalty).validated()  # the engine's own check, early
-    if not 0 < max_tokens <= MAX_TOKENS_LIMIT:
-        raise InvalidParameterError(f"max tokens must be in 1..{MAX_TOKENS_LIMIT}, got {max_tokens}")
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        raise InvalidParameterError(f"seed must be in 0..{SEED_MAX}, got {seed}")
-    if num_draft is not None and not 0 <= num_draft <= MAX_NUM_DRAFT:
-        raise InvalidParameterError(f"num-draft must be in 0..{MAX_NUM_DRAFT}, got {num_draft}")
+    check_options(max_tokens, temp, top_p, top_k, repetition_penalty, seed, num_draft)
 
 
 # -- prefill progress -----------------------------------------------------------------

@@ -88,6 +88,7 @@ def _register():
         generate_cmd,
         head_cmd,
         models_cmd,
+        serve_cmd,
         train_cmd,
         train_relax_cmd,
     )
@@ -102,6 +103,7 @@ def _register():
     cli.add_command(adapt_cmd.adapt)
     cli.add_command(eval_cmd.eval_)
     cli.add_command(train_relax_cmd.train_relax)
+    cli.add_command(serve_cmd.serve)
 
 
 _register()
