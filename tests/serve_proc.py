@@ -107,3 +107,24 @@ def tiny_words(n: int, seed: int = 0) -> str:
 
     rng = random.Random(seed)
     return " ".join(f"w{rng.randrange(2, 60)}" for _ in range(n))
+
+
+def endless_folder(path: Path, context: int = 101_000) -> Path:
+    """The tiny model folder without an end token and with a long context: a reply runs to
+    its max_tokens (minutes for a large one), so a test can hold the engine busy."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tiny_folder import WORDS, make_model_dir
+
+    folder = make_model_dir(path)
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    for f in folder.glob("*token*"):
+        f.unlink()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(str(folder))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop("eos_token_id")
+    cfg["max_position_embeddings"] = context
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder

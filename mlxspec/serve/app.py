@@ -7,6 +7,7 @@ event, then streams (sse.py) or is collected (relay.py). Every error is an OpenA
 object (errors.py); every request gets one log line (requestlog.py)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import asynccontextmanager
 from typing import Callable, Optional, Sequence
@@ -20,7 +21,7 @@ from mlxspec.serve import errors, requestlog, sse
 from mlxspec.serve.errors import APIError
 from mlxspec.serve.guard import Guard
 from mlxspec.serve.params import chat_plan, completion_plan
-from mlxspec.serve.relay import ClientGone, collect, next_event
+from mlxspec.serve.relay import ClientGone, Relay
 from mlxspec.serve.replies import Reply
 from mlxspec.serve.schemas import ChatRequest, CompletionRequest
 from mlxspec.serve.served import ServedModel
@@ -63,7 +64,7 @@ def create_app(worker: EngineWorker, served: ServedModel, api_key: Optional[str]
 
     async def _answer(request: Request, kind: str, make_plan: Callable):
         started, path = time.perf_counter(), request.url.path
-        stream = False
+        stream, job, handed_off = False, None, False
         try:
             plan = await run_in_threadpool(make_plan)  # a long prompt's tokenizing stays off the event loop
             stream = plan.stream
@@ -74,20 +75,26 @@ def create_app(worker: EngineWorker, served: ServedModel, api_key: Optional[str]
                 raise APIError(503, f"the server is busy ({len(worker.queue)} requests waiting, the most it "
                                "queues); retry later", code="queue_full",
                                headers={"Retry-After": str(full.retry_after)}) from None
-            first = await next_event(job, request, worker)
+            relay = Relay(job, request, worker)
+            first = await relay.next()
             if isinstance(first, Failed):
                 raise first.error
             reply = Reply(kind, served.name)
             if stream:
-                def on_end(status, finished):
-                    requestlog.request("POST", path, status, started, finished, stream=True)
+                def on_end(status, finished, error):
+                    requestlog.request("POST", path, status, started, finished, stream=True, error=error)
+                handed_off = True  # from here the stream's generator cancels the job
                 return sse.stream(job, worker, reply, first, on_end)
-            text, finished = await collect(job, request, worker, first)
+            text, finished = await relay.collect(first)
             requestlog.request("POST", path, 200, started, finished)
             return JSONResponse(reply.whole(text, finished.finish_reason, finished.usage))
         except APIError as exc:
             requestlog.request("POST", path, exc.status, started, stream=stream, error=f"{exc.type}: {exc.message}")
             return exc.response()
+        except asyncio.CancelledError:  # the server stops, or the connection task is cancelled
+            if job is not None and not handed_off:
+                worker.cancel(job)
+            raise
         except ClientGone:
             requestlog.request("POST", path, 499, started, stream=stream, error="client went away")
             return Response(status_code=499)

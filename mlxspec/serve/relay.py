@@ -7,7 +7,7 @@ an error."""
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+import time
 
 from starlette.requests import Request
 
@@ -20,30 +20,40 @@ class ClientGone(Exception):
     pass
 
 
-async def next_event(job: Job, request: Optional[Request], worker: EngineWorker):
-    """The job's next event; ClientGone (the job cancelled) when the client disconnects."""
-    while True:
-        try:
-            return await asyncio.wait_for(job.events.get(), timeout=POLL_S)
-        except asyncio.TimeoutError:
-            if request is not None and await request.is_disconnected():
-                worker.cancel(job)
-                raise ClientGone from None
+class Relay:
+    """A job's events, for the handler that answers its client."""
 
+    def __init__(self, job: Job, request: Request, worker: EngineWorker):
+        self.job, self.request, self.worker = job, request, worker
+        self._checked = time.monotonic()
 
-async def collect(job: Job, request: Request, worker: EngineWorker, first) -> tuple[str, Finished]:
-    """A non-streamed answer from the job's first event on: the whole text and the Finished
-    event; raises the job's APIError, or ClientGone."""
-    pieces, ev = [], first
-    try:
+    async def next(self):
+        """The job's next event; ClientGone (the job cancelled) when the client disconnects.
+        The client is checked every POLL_S, also while events keep coming."""
         while True:
-            if isinstance(ev, Token):
-                pieces.append(ev.text)
-            elif isinstance(ev, Failed):
-                raise ev.error
-            elif isinstance(ev, Finished):
-                return "".join(pieces), ev
-            ev = await next_event(job, request, worker)
-    except asyncio.CancelledError:
-        worker.cancel(job)
-        raise
+            if time.monotonic() - self._checked >= POLL_S:
+                self._checked = time.monotonic()
+                if await self.request.is_disconnected():
+                    self.worker.cancel(self.job)
+                    raise ClientGone
+            try:
+                return await asyncio.wait_for(self.job.events.get(), timeout=POLL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    async def collect(self, first) -> tuple[str, Finished]:
+        """A non-streamed answer from the job's first event on: the whole text and the
+        Finished event; raises the job's APIError, or ClientGone."""
+        pieces, ev = [], first
+        try:
+            while True:
+                if isinstance(ev, Token):
+                    pieces.append(ev.text)
+                elif isinstance(ev, Failed):
+                    raise ev.error
+                elif isinstance(ev, Finished):
+                    return "".join(pieces), ev
+                ev = await self.next()
+        except asyncio.CancelledError:
+            self.worker.cancel(self.job)
+            raise

@@ -8,7 +8,7 @@ which cancels the job (the worker stops within a token)."""
 from __future__ import annotations
 
 import json
-from typing import Callable, Optional
+from typing import Callable
 
 from sse_starlette.sse import EventSourceResponse
 
@@ -23,9 +23,10 @@ def _data(obj: dict) -> str:
 
 
 def stream(job: Job, worker: EngineWorker, reply: Reply, first,
-           on_end: Callable[[int, Optional[Finished]], None]) -> EventSourceResponse:
+           on_end: Callable[..., None]) -> EventSourceResponse:
     """The SSE response for `job`, whose first event (`first`, not a Failed) was read already.
-    on_end(status, finished) runs once when the stream ends (finished None: failed or cancelled)."""
+    on_end(status, finished, error) runs once when the stream ends (finished None: failed or
+    cancelled; error: why)."""
 
     async def events():
         ev, opened, done = first, False, False
@@ -37,7 +38,7 @@ def stream(job: Job, worker: EngineWorker, reply: Reply, first,
                 elif isinstance(ev, Failed):
                     yield _data(ev.error.body())
                     done = True
-                    on_end(ev.error.status, None)
+                    on_end(ev.error.status, None, f"{ev.error.type}: {ev.error.message}")
                     break
                 elif isinstance(ev, Finished):
                     if not opened and reply.kind == "chat":
@@ -46,13 +47,13 @@ def stream(job: Job, worker: EngineWorker, reply: Reply, first,
                     if job.plan.include_usage:
                         yield _data(reply.usage_chunk(ev.usage))
                     done = True
-                    on_end(200, ev)
+                    on_end(200, ev, None)
                     break
                 ev = await job.events.get()
             yield "[DONE]"
         finally:
             if not done:  # the client went away (or the server stops): free the engine
                 worker.cancel(job)
-                on_end(499, None)
+                on_end(499, None, "client went away")
 
     return EventSourceResponse(events(), ping=PING_S, sep="\n", headers={"Cache-Control": "no-cache"})
