@@ -27,8 +27,9 @@ class LoadedModel:
         return int(n) if n else None
 
 
-def load_model(spec: Optional[str]) -> LoadedModel:
-    """Registry name, local folder or hub id -> model in the backend's fast dtype."""
+def load_model(spec: Optional[str], lazy: bool = False) -> LoadedModel:
+    """Registry name, local folder or hub id -> model in the backend's fast dtype
+    (`lazy`: weights are read when first evaluated, for a rank that keeps a part)."""
     from mlxspec.hub import store
 
     if spec is None:
@@ -42,7 +43,7 @@ def load_model(spec: Optional[str]) -> LoadedModel:
     from mlx_lm.utils import load as mlx_load
 
     try:
-        model, tokenizer, config = mlx_load(str(path), return_config=True)
+        model, tokenizer, config = mlx_load(str(path), lazy=lazy, return_config=True)
     except MlxspecError:
         raise
     except Exception as exc:  # mlx-lm raises many kinds for bad folders
@@ -248,7 +249,12 @@ def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", look
                 adapt: Optional[bool] = None, **engine_kwargs):
     from mlxspec.engine import Engine
 
-    target = load_model(model)
+    from mlxspec.distributed.launch import world
+
+    group = world()
+    target = load_model(model, lazy=group is not None)
+    if group is not None:
+        draft = _pipelined(target, group, draft)
     if engine_kwargs.get("num_draft") == 0:
         draft = "none"  # no drafts: load no drafter
     drafter = build_drafter(target, draft, lookup=lookup, adapt=adapt)
@@ -262,3 +268,24 @@ def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", look
         cost_path=target.path / ".mlxspec-costs.json",
         **engine_kwargs,
     )
+
+
+def _pipelined(target: LoadedModel, group, draft: Optional[str]) -> Optional[str]:
+    """Split the target over the ranks (ranks > 0 serve their layers and never return);
+    on rank 0 the drafter that works without the target's layers in this process."""
+    from mlxspec.distributed.launch import start
+    from mlxspec.errors import InvalidParameterError
+
+    start(target.model, group)
+    if draft == "head":
+        raise InvalidParameterError("--draft head needs all of the target's layers in one process; "
+                                    "under mlx.launch use lookup or a draft model")
+    if draft == "auto":  # the registered draft partner if installed, else lookup (no head)
+        from mlxspec.hub import store
+
+        partner = _suggested_draft(target.name)
+        try:
+            return partner if partner and store.resolve_model(partner) else "lookup"
+        except MlxspecError:
+            return "lookup"
+    return draft

@@ -83,6 +83,8 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
     t_gen = prompt_tps = None
     ended = False  # the reply reached its end (not cancelled): the drafter may learn from it
     drafter = getattr(engine, "drafter", None)
+    pipe = getattr(engine.model, "mlxspec_pipeline", None)
+    mark = pipe.mark() if pipe is not None else None
 
     def respond(ev, text, finish=None):
         elapsed = max(time.perf_counter() - t_gen, 1e-9)
@@ -110,6 +112,8 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
             stats.draft_vocab = drafter.vocab_size_in_use if drafter is not None and stats.method != "plain" else None
             stats.fallback = engine.speculation_paused
             stats.extra = dict(engine.verify_stats)
+            if pipe is not None:  # a target split over distributed ranks
+                stats.extra["distributed"] = pipe.since(mark)
 
             if ev.token in eos:
                 ended = True

@@ -43,6 +43,14 @@ def tree_mask(prefix_len: int, tree: np.ndarray) -> mx.array:
     return mx.array(m)[None, None]
 
 
+def tree_inputs(start: int, parents: Sequence[int]) -> tuple[mx.array, mx.array]:
+    """Positions and mask of a tree appended at cache slot `start`: the flattened
+    sequence is the root (the last verified token) and then node i, a child of
+    parents[i] (-1: of the root)."""
+    anc = ancestor_matrix([-1] + [int(p) + 1 for p in parents])
+    return mx.array(start + anc.sum(axis=1) - 1, dtype=mx.int32), tree_mask(start, anc)
+
+
 def _rope_at(rope, x: mx.array, positions: mx.array) -> mx.array:
     """RoPE of x (B, H, N, D) with token n at positions[n]: the tokens go into the batch
     axis, where mx.fast.rope takes one offset per example."""
