@@ -8,8 +8,10 @@ runs its layers and passes them on, and the last rank sends them back to rank 0,
 projects them. Rewinds (trim) and tree compaction travel the same way, so every rank's KV
 cache always describes the same tokens. Only MLX's own send/recv are used.
 
-A message is a header (int32: op, slot, tokens, payload length, dtype, a freed slot), an
-optional int32 payload (a tree's parents, a kept path), then for forwards the states.
+A command is one int32 message: a header (op, slot, tokens, payload length, dtype, a freed
+slot, the test delay) and up to INLINE payload entries (a tree's parents, a kept path; a
+longer payload follows as a second message); a forward's states follow it.
+MLXSPEC_DIST_DELAY_MS adds a delay before every message, to stand for a slower link.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from mlxspec.errors import MlxspecError, first_line
 
 FORWARD, TREE, COMPACT, TRIM, NEW, STOP = range(1, 7)
 HEADER = 8
+INLINE = 120  # payload entries that travel in the command message itself (one message a hop)
+MESSAGE = HEADER + INLINE
 DTYPES = (mx.float32, mx.bfloat16, mx.float16)
 DEFAULT_TIMEOUT_S = 120.0  # a rank silent this long during a step is dead or hung
 
@@ -72,6 +76,8 @@ class Pipeline:
         self.timeout_s = float(env) if env else (timeout_s or DEFAULT_TIMEOUT_S)
         self.next_rank = (self.rank + 1) % self.size
         self.prev_rank = (self.rank - 1) % self.size
+        delay = os.environ.get("MLXSPEC_DIST_DELAY_MS")
+        self.delay_s = float(delay) / 1e3 if delay else 0.0  # rank 0's reaches the others
         self.comm_s = 0.0  # wall time in send/recv (including waiting for the other ranks)
         self.messages = 0
         self.lost = False
@@ -83,6 +89,8 @@ class Pipeline:
 
     # -- point to point -------------------------------------------------------------
     def send(self, x: mx.array, dst: int) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         with self._timed():
             mx.eval(mx.distributed.send(x, dst, group=self.group))
 
@@ -115,10 +123,25 @@ class Pipeline:
     def command(self, op: int, slot: int = -1, tokens: int = 0, payload=(), dtype=mx.float32) -> None:
         """Send a command to rank 1 (and so round the ring); freed slots ride along."""
         free = self._freed.pop() if self._freed else -1
-        head = [op, slot, tokens, len(payload), DTYPES.index(dtype), free, 0, 0]
-        self.send(mx.array(head, dtype=mx.int32), self.next_rank)
-        if len(payload):
-            self.send(mx.array(list(payload), dtype=mx.int32), self.next_rank)
+        payload = [int(x) for x in payload]
+        head = [op, slot, tokens, len(payload), DTYPES.index(dtype), free, int(self.delay_s * 1e6), 0]
+        inline = payload[:INLINE]
+        self.send(mx.array(head + inline + [0] * (INLINE - len(inline)), dtype=mx.int32), self.next_rank)
+        if len(payload) > INLINE:
+            self.send(mx.array(payload[INLINE:], dtype=mx.int32), self.next_rank)
+
+    def receive_command(self) -> tuple[list[int], list[int], list[mx.array]]:
+        """A worker's next command: (header, payload, the messages as received, to pass on)."""
+        msg = self.recv((MESSAGE,), mx.int32, self.prev_rank, deadline=False)
+        values = msg.tolist()
+        head, npay = values[:HEADER], values[3]
+        payload, raw = values[HEADER:HEADER + min(npay, INLINE)], [msg]
+        if npay > INLINE:
+            rest = self.recv((npay - INLINE,), mx.int32, self.prev_rank)
+            payload += rest.tolist()
+            raw.append(rest)
+        self.delay_s = head[6] / 1e6
+        return head, payload, raw
 
     def open_slot(self) -> int:
         """A new set of KV caches on every rank (one per runner on rank 0)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlxspec.distributed.pipeline import COMPACT, DTYPES, FORWARD, HEADER, NEW, STOP, TREE, TRIM, Pipeline
+from mlxspec.distributed.pipeline import COMPACT, DTYPES, FORWARD, NEW, STOP, TREE, TRIM, Pipeline
 from mlxspec.runtime.tree_attention import compact, tree_block, tree_inputs
 
 
@@ -22,13 +22,11 @@ def serve(model, pipe: Pipeline) -> None:
     lm, last = pipe.lm, pipe.rank == pipe.size - 1
     own = range(pipe.start, pipe.end)
     while True:
-        head = pipe.recv((HEADER,), mx.int32, pipe.prev_rank, deadline=False)
-        op, slot, n, npay, dt, free = head.tolist()[:6]
-        payload = pipe.recv((npay,), mx.int32, pipe.prev_rank) if npay else None
+        head, payload, raw = pipe.receive_command()
+        op, slot, n, _, dt, free = head[:6]
         if not last:
-            pipe.send(head, pipe.next_rank)
-            if payload is not None:
-                pipe.send(payload, pipe.next_rank)
+            for msg in raw:
+                pipe.send(msg, pipe.next_rank)
         slots.pop(free, None)
         if op == STOP:
             return
@@ -41,16 +39,15 @@ def serve(model, pipe: Pipeline) -> None:
                 s.cache[i].trim(n)
             s.length -= n
         elif op == COMPACT:
-            path = payload.tolist()
             for i in own:
-                compact(s.cache[i], s.tree_start, path)
-            s.length, s.tree_start = s.tree_start + len(path), None
+                compact(s.cache[i], s.tree_start, payload)
+            s.length, s.tree_start = s.tree_start + len(payload), None
         elif op in (FORWARD, TREE):
             h = pipe.recv((1, n, lm.hidden_size), DTYPES[dt], pipe.prev_rank)
             if op == FORWARD:
                 h = lm.run_layers(h, pipe.start, pipe.end, s.cache)
             else:
-                pos, mask = tree_inputs(s.length, payload.tolist())
+                pos, mask = tree_inputs(s.length, payload)
                 for i in own:
                     h = tree_block(lm.layers[i], h, mask, s.cache[i], pos)
                 s.tree_start = s.length
