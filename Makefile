@@ -9,7 +9,7 @@ QWEN_TARGET := qwen2.5-coder-1.5b-instruct
 QWEN_DRAFT := qwen2.5-coder-0.5b-instruct
 
 # Install as a user would (wheel from the sdist, fresh venv):  make test-wheel
-.PHONY: install demo pull test test-wheel test-all pull-qwen bench bench-qwen chat doctor clean
+.PHONY: install demo pull test test-wheel test-all pull-qwen bench bench-qwen chat serve doctor clean
 
 $(BIN)/mlxspec: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-qwen: pull-qwen
 
 chat: pull
 	$(BIN)/mlxspec chat -m $(MODEL)
+
+# OpenAI-compatible server on http://127.0.0.1:8080/v1 (Ctrl-C stops):  make serve [MODEL=...]
+serve: pull
+	$(BIN)/mlxspec serve -m $(MODEL)
 
 doctor: install
 	$(BIN)/mlxspec doctor

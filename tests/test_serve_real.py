@@ -5,6 +5,9 @@ tokens (the turn before it and its reply come from the engine's cache)."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -25,7 +28,7 @@ N = 16
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     # lookup drafts: no head of the shared model folder is started or trained by the test
-    s = Server(["-m", MODEL, "--draft", "lookup"], tmp_path_factory.mktemp("log") / "stderr.txt")
+    s = Server(["-m", MODEL, "--draft", "lookup", "-n", str(N)], tmp_path_factory.mktemp("log") / "stderr.txt")
     try:
         yield s.start()
     finally:
@@ -72,3 +75,15 @@ def test_a_follow_up_turn_prefills_only_its_new_tokens(server):
     ran = u2.model_extra["mlxspec"]["prompt_tokens_prefilled"]
     assert 0 < ran <= new + 4, (ran, new, u1, u2)  # a server that re-prefilled would run all of u2's prompt
     assert u2.prompt_tokens_details.cached_tokens == u2.prompt_tokens - ran >= u1.prompt_tokens
+
+
+def test_the_readme_client_example_runs(server):
+    text = (REPO / "README.md").read_text().split("### Server (`mlxspec serve`)", 1)[1].split("\n#", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1
+    code = blocks[0].replace("http://127.0.0.1:8080", server.url)
+    code = re.sub(r"max_tokens=\d+", f"max_tokens={N}", code)  # the stream is capped by the server's -n
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    reply, rate, haiku = re.fullmatch(r"(.+) ([01]\.\d+)\n(.*)", out.stdout, re.S).groups()
+    assert reply.strip() and 0 <= float(rate) <= 1 and haiku.strip(), out.stdout
