@@ -124,3 +124,21 @@ def test_generate_under_mlx_launch(folders, tmp_path):
     assert len(docs) == 1, (r.stdout, r.stderr[-2000:])
     assert docs[0]["text"] == json.loads(one.stdout)["text"]
     assert docs[0]["stats"]["distributed"]["ranks"] == 2
+
+
+SMOL = HERE.parent / "models" / "smollm2-135m-instruct"
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not (SMOL / "config.json").exists(), reason="smollm2-135m-instruct not pulled")
+def test_real_smollm2_over_two_ranks_equals_one_process(tmp_path):
+    """Greedy (seeded sampling is compared on the tiny models with a fixed draft length:
+    here the governor's timing-driven depths would draw differently)."""
+    args = ["generate", "-m", str(SMOL), "--draft", "lookup", "-n", "40", "--json", "Repeat after me: the quick brown fox jumps over the lazy dog. The quick brown fox"]
+    one = subprocess.run([str(BIN / "mlxspec")] + args, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    res = launch(tmp_path, 2, [str(BIN / "mlxspec")] + args, timeout=300)
+    assert res[0][0] == 0, res[0][2][-2000:]
+    got, want = json.loads(res[0][1]), json.loads(one.stdout)
+    assert got["text"] == want["text"] and got["tokens"] == want["tokens"]
+    assert got["stats"]["accepted"] > 0  # speculation ran through the pipeline
