@@ -141,3 +141,30 @@ def test_a_client_that_times_out_on_a_whole_answer_frees_the_engine(server):
     wait_idle(server, timeout=15)  # the server noticed within its poll and stopped generating
     log = server.stderr()
     assert "POST /v1/completions 499 · client went away" in log, log[-2000:]
+
+
+def test_ctrl_c_while_answering_ends_every_answer_and_exits(server):
+    """Last in this module: it stops the module's server."""
+    wait_idle(server)
+    held = LongStream(server)  # running
+    results = []
+
+    def whole(k):
+        results.append(server.post("/v1/completions", {"model": "tiny", "prompt": "w3 w4", "max_tokens": LONG}))
+
+    waiting = threading.Thread(target=whole, args=(0,))  # queued behind it
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while server.health()["queued"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    assert server.interrupt(timeout=30) == 0
+    assert time.monotonic() - t0 < 10  # not the minutes the answers would take
+    rest = held.resp.read().decode()
+    held.close()
+    assert '"code":"server_shutting_down"' in rest and rest.rstrip().endswith("data: [DONE]"), rest[-500:]
+    waiting.join(10)
+    status, doc, _ = results[0]
+    assert status == 503 and doc["error"]["code"] == "server_shutting_down"
+    log = server.stderr()
+    assert "Traceback" not in log and log.rstrip().endswith("mlxspec serve: stopped"), log[-2000:]

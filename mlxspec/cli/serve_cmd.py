@@ -90,7 +90,7 @@ def serve(model, draft, host, port, api_key, max_queue, cors_origins, max_tokens
                    err=True)
 
     try:
-        server.run(app, sock, on_listening=listening)
+        server.run(app, sock, on_listening=listening, on_exit=worker.shutdown)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how a server is stopped: uvicorn has shut down cleanly, exit 0
     finally:

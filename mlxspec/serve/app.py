@@ -69,6 +69,9 @@ def create_app(worker: EngineWorker, served: ServedModel, api_key: Optional[str]
             plan = await run_in_threadpool(make_plan)  # a long prompt's tokenizing stays off the event loop
             stream = plan.stream
             job = Job(plan)
+            if worker.stopping:
+                raise APIError(503, "the server is shutting down; retry on its next start",
+                               code="server_shutting_down")
             try:
                 worker.submit(job)
             except QueueFull as full:

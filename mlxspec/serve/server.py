@@ -33,12 +33,21 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def run(app, sock: socket.socket, on_listening: Optional[Callable[[str], None]] = None) -> None:
+def run(app, sock: socket.socket, on_listening: Optional[Callable[[str], None]] = None,
+        on_exit: Optional[Callable[[], None]] = None) -> None:
+    """Serve until Ctrl-C / SIGTERM; on_exit() runs at once on the signal (the worker's
+    shutdown: answers in flight end with a 503 instead of waiting out the grace period)."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if on_exit is not None:
+                on_exit()
+            super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACE_S,
                             lifespan="on")
-    server = uvicorn.Server(config)
+    server = Server(config)
     if on_listening is not None:
         on_listening(url_of(sock))
     server.run(sockets=[sock])

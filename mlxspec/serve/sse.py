@@ -54,6 +54,6 @@ def stream(job: Job, worker: EngineWorker, reply: Reply, first,
         finally:
             if not done:  # the client went away (or the server stops): free the engine
                 worker.cancel(job)
-                on_end(499, None, "client went away")
+                on_end(*((503, None, "server stopping") if worker.stopping else (499, None, "client went away")))
 
     return EventSourceResponse(events(), ping=PING_S, sep="\n", headers={"Cache-Control": "no-cache"})

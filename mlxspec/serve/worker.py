@@ -54,6 +54,11 @@ class _Cancelled(Exception):
     pass
 
 
+def _shutting_down() -> Failed:
+    return Failed(APIError(503, "the server is shutting down; retry on its next start",
+                           code="server_shutting_down"))
+
+
 class Job:
     """One request's generation. Made on the event loop; its events arrive there."""
 
@@ -110,11 +115,14 @@ class JobQueue:
             except ValueError:
                 pass
 
-    def close(self) -> None:
+    def close(self, on_drop: Optional[Callable[[Job], None]] = None) -> None:
+        """No more jobs: the waiting ones are cancelled (and handed to on_drop)."""
         with self._cond:
             self._closed = True
             for job in self._jobs:
                 job.cancel()
+                if on_drop is not None:
+                    on_drop(job)
             self._jobs.clear()
             self._cond.notify_all()
 
@@ -210,6 +218,9 @@ class EngineWorker:
             self._job_s = 0.8 * self._job_s + 0.2 * (time.perf_counter() - t0)
         finish = last.finish_reason if last is not None and last.finish_reason else "cancelled"
         if job.cancelled:
+            if self._stopping.is_set():  # cut short by the server stopping: its client gets a 503
+                job.post(_shutting_down())
+                return
             finish = "cancelled"
         job.post(Finished(finish, usage(plan, last, n, prefilled[0], ttft, t0 - job.queued_at), n))
 
@@ -233,11 +244,21 @@ class EngineWorker:
     def busy(self) -> bool:
         return self.current is not None
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Cancel what runs and waits, stop idle training, and end the thread."""
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def shutdown(self) -> None:
+        """The server is stopping (called from its signal handler: quick, no waiting): the
+        waiting jobs and the running one (within a token) end, each answered 503; idle
+        training stops before its next step."""
         self._stopping.set()
+        self.queue.close(lambda job: job.post(_shutting_down()))
         job = self.current
         if job is not None:
             job.cancel()
-        self.queue.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """shutdown(), then wait for the thread to end."""
+        self.shutdown()
         self._thread.join(timeout)
