@@ -143,7 +143,7 @@ def methods(args, folder: Path, mlx_draft: Optional[Path]) -> list:
            ("mlxspec serve, draft none", "server", (serve, None, {"draft": "none"})),
            ("mlx_lm.server plain", "server", ("mlx_lm", None, None))]
     if mlx_draft is not None:
-        out.append((f"mlx_lm.server + {mlx_draft.name}", "server", ("mlx_lm", mlx_draft, None)))
+        out.append(("mlx_lm.server + draft", "server", ("mlx_lm", mlx_draft, None)))
     return out
 
 
@@ -203,8 +203,8 @@ def summary(result: dict) -> str:
     ref = {(r["prompt"], r["rep"]): r["text"] for r in runs if r["method"] == "mlxspec generate"}
     base = [r["tps"] for r in runs if r["method"] == "mlxspec generate"]
     base_mean = statistics.mean(base) if base else 0.0
-    lines = [f"model {result['model']}, mlxspec draft {result['draft']}, greedy, {result['max_tokens']} max tokens, "
-             f"{result['reps']} repetitions",
+    lines = [f"model {result['model']}, mlxspec draft {result['draft']}, mlx_lm.server draft "
+             f"{result['mlx_draft'] or 'none'}, greedy, {result['max_tokens']} max tokens, {result['reps']} repetitions",
              f"{'method':40s} {'tok/s (mean ± sd)':>18s} {'vs generate':>11s} {'e2e s':>7s} {'text == generate':>17s}"]
     for m in result["methods"]:
         rs = [r for r in runs if r["method"] == m]
@@ -234,6 +234,10 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.reps < 1 or args.max_tokens < 2:
         p.error("--reps must be >= 1 and --max-tokens >= 2")
+    try:
+        import openai  # noqa: F401  (the client every server method is measured through)
+    except ImportError:
+        p.error("needs the openai package: pip install openai (or the project's test extra)")
     result = run(args)
     print(summary(result))
     if args.json_path:
