@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import click
@@ -65,11 +66,15 @@ def serve(model, draft, host, port, api_key, max_queue, cors_origins, max_tokens
     verify_kw = check_verify(verify, relax_weight, relax_budget)
     if any(o != "*" and not o.startswith(("http://", "https://")) for o in cors_origins):
         raise InvalidParameterError("--cors-origin takes an origin like http://localhost:3000, or *")
-    sock = server.bind(host, port)  # before loading: a busy port fails at once
     engine_kw = dict(verify_kw, **({"num_draft": num_draft} if num_draft is not None else {}))
 
     def load():
         return mlxspec.load(model, draft, adapt=adapt, **engine_kw)
+
+    if _rank() != 0:  # under mlx.launch only rank 0 serves HTTP; this rank serves its layers
+        load()  # ... as under `generate`, on this thread, and exits there
+        raise InvalidParameterError("a rank other than 0 came back from loading (mlx.launch): nothing to serve")
+    sock = server.bind(host, port)  # before loading: a busy port fails at once
 
     worker = EngineWorker(load, max_queue=max_queue, idle_s=idle_adapt_s, on_adapt=_log_adapt)
     # a word while a big model loads; a bad name fails before it, in one line
@@ -97,6 +102,17 @@ def serve(model, draft, host, port, api_key, max_queue, cors_origins, max_tokens
         worker.stop()
         sock.close()
     click.echo("mlxspec serve: stopped", err=True)
+
+
+def _rank() -> int:
+    """This process's rank under mlx.launch / mpirun (0 otherwise), from the launcher's
+    environment, so MLX's distributed layer is not started on this thread."""
+    for key in ("MLX_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        try:
+            return int(os.environ[key])
+        except (KeyError, ValueError):
+            continue
+    return 0
 
 
 def _log_adapt(out: dict) -> None:
