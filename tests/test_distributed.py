@@ -142,3 +142,26 @@ def test_real_smollm2_over_two_ranks_equals_one_process(tmp_path):
     got, want = json.loads(res[0][1]), json.loads(one.stdout)
     assert got["text"] == want["text"] and got["tokens"] == want["tokens"]
     assert got["stats"]["accepted"] > 0  # speculation ran through the pipeline
+
+
+def test_ranks_on_one_machine_share_its_blas_threads(tmp_path, monkeypatch):
+    from mlxspec.system import blas
+
+    hosts = tmp_path / "hosts.json"
+    monkeypatch.setenv("MLX_HOSTFILE", str(hosts))
+    monkeypatch.setenv("MLX_RANK", "1")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    hosts.write_text(json.dumps([["10.0.0.1:5000"], ["10.0.0.2:5000"]]))  # one rank a machine
+    assert blas.local_ranks() == 1
+    blas.share_cores()
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    hosts.write_text(json.dumps([["127.0.0.1:5000"], ["127.0.0.1:5001"], ["10.0.0.2:5000"], ["127.0.0.1:5002"]]))
+    assert blas.local_ranks() == 3
+    blas.share_cores()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")  # the user's choice wins
+    blas.share_cores()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "5"
+    hosts.write_text("not json")
+    assert blas.local_ranks() == 1
