@@ -47,9 +47,11 @@ class CostModel:
 def measure(runner, token: int, sizes=SIZES) -> tuple[CostModel, float]:
     """Time forwards of n copies of `token` appended to the runner's cache (each one
     trimmed again); returns the cost model and the seconds of a one-token forward."""
+    import mlx.core as mx
+
     def timed(n: int) -> float:
         t0 = time.perf_counter()
-        runner.forward([token] * n)
+        mx.eval(runner.forward([token] * n))  # forward() leaves its logits unevaluated
         dt = time.perf_counter() - t0
         runner.trim(n)
         return dt

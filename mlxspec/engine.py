@@ -19,16 +19,15 @@ from typing import Callable, Iterator, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from mlxspec import costs, relaxed
+from mlxspec import costs, relaxed, steps
 from mlxspec.call_checks import MAX_NUM_DRAFT, MAX_TOKENS_LIMIT, check_call  # noqa: F401 (the CLI's limits)
 from mlxspec.drafters.base import Drafter
-from mlxspec.errors import InvalidParameterError, ModelLoadError
+from mlxspec.errors import InvalidParameterError
 from mlxspec.governor import Governor
 from mlxspec.prompting import encode_chat
+from mlxspec.runtime import host
 from mlxspec.runtime.target import TargetRunner
-from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sample
-from mlxspec.tree import DraftTree
-from mlxspec.verify import verify
+from mlxspec.sampling import SamplingParams
 
 DEFAULT_NUM_DRAFT = 4
 VERIFY_MODES = ("exact", "relaxed", "early-exit")  # exact is lossless; see docs for the others
@@ -60,6 +59,8 @@ def _format_key(model) -> str:
 
 
 class Engine:
+    host_rows = False  # True: the old full-row copy of every logits row (steps.py; a control)
+
     def __init__(
         self,
         model,
@@ -102,6 +103,8 @@ class Engine:
             relaxed.request_draft_rows(drafter)
         # counters of the current reply that the verification mode reports (SpecStats.extra)
         self.verify_stats: dict = {}
+        self._traffic = self._decode_traffic = None  # host.snapshot()s of the current reply
+        self._steps = 0  # decode steps (rounds and plain steps) of the current reply
 
     def _new_runner(self) -> TargetRunner:
         return self.drafter.make_runner(self.model) if self.drafter else TargetRunner(self.model)
@@ -157,16 +160,19 @@ class Engine:
             max_tokens = min(max_tokens, self.max_context - len(prompt))
         rng = np.random.default_rng(seed)
         mx.reset_peak_memory()
+        self._traffic = host.snapshot()
+        self._decode_traffic, self._steps = None, 0
         t0 = time.perf_counter()
         logits = self._prefill(prompt, on_prefill)
-        if not np.isfinite(logits).all():
-            raise ModelLoadError(
-                f"model '{self.model_name}' gave non-finite logits (NaN or inf): its weights are damaged; "
-                f"reinstall it (mlxspec models pull {self.model_name} --force)")
         seq = list(prompt)
-        nxt = self._pick(logits[None], seq, params, rng)
+        self.prefill_stats = (len(prompt), 0.0)
+        if not use_drafter and self._can_pipeline():
+            yield from self._pipelined(logits, seq, params, rng, max_tokens, t0)
+            return
+        nxt = steps.first_token(self, logits, seq, params, rng)
         seq.append(nxt)
         self.prefill_stats = (len(prompt), time.perf_counter() - t0)
+        self._decode_traffic = host.snapshot()
         gov = self._governor_for(k0, params.greedy) if use_drafter else None
         self.governor = gov
         if use_drafter:
@@ -187,18 +193,19 @@ class Engine:
                 k = gov.plan() if gov is not None and room > 1 else 0
                 free = not k and gov is not None and room > 1 and gov.free_drafts_allowed \
                     and getattr(self.drafter, "has_free_branches", False)  # copies alone may pay
-                tree, t_draft = self._draft(k or gov.max_k, room, seq, params, rng, free) \
+                tree, t_draft = steps.draft(self, k or gov.max_k, room, seq, params, rng, free) \
                     if k or free else (None, 0.0)
                 if tree is not None and (not gov.worth_verifying(len(tree), tree.depth, free)):
                     tree = None
                 if tree is None:
-                    out = self._plain_step(seq, params, rng, gov)
+                    out = steps.plain_step(self, seq, params, rng, gov)
                 else:
-                    out = self._round(seq, params, rng, gov, tree, t_draft, free)
+                    out = steps.verify_round(self, seq, params, rng, gov, tree, t_draft, free)
             except BaseException:
                 self.reset()  # a half-done step: the caches no longer describe seq
                 raise
             self._cached = seq[:-1]
+            self._steps += 1
             for i, tok in enumerate(out):
                 r = -1 if tree is None else rounds
                 yield TokenEvent(tok, tree is not None and i < len(out) - 1, r,
@@ -207,7 +214,40 @@ class Engine:
             rounds += tree is not None
             produced += len(out)
 
-    def _prefill(self, prompt: list[int], on_prefill) -> np.ndarray:
+    def _can_pipeline(self) -> bool:
+        """Plain steps overlap (steps.pipelined) on a runner whose forward takes a token
+        still on the device: the plain runner's."""
+        return not self.host_rows and type(self.runner).forward is TargetRunner.forward
+
+    def _pipelined(self, logits, seq, params, rng, max_tokens, t0):
+        gen = steps.pipelined(self, logits, seq, params, rng, max_tokens, t0)
+        for i in range(max_tokens):
+            try:
+                tok = next(gen)
+            except BaseException:
+                self.reset()  # a half-done step: the caches no longer describe seq
+                raise
+            if i == 0:
+                self._decode_traffic = host.snapshot()
+            self._steps += i > 0
+            self._cached = seq[:-1]  # the runner may hold one more (the next step, built)
+            yield TokenEvent(tok, False, -1, last=i + 1 >= max_tokens)
+
+    def host_traffic(self) -> dict:
+        """The current reply's device->host traffic (runtime/host.py): syncs and bytes
+        since it started, and syncs per decode step (a round or a plain step)."""
+        start = getattr(self, "_traffic", None)
+        if start is None:
+            return {}
+        now = host.snapshot()
+        total = now.since(start)
+        decode = now.since(self._decode_traffic) if self._decode_traffic is not None else None
+        out = {"host_syncs": total.syncs, "host_bytes": total.bytes}
+        if decode is not None and self._steps:
+            out["host_syncs_per_round"] = round(decode.syncs / self._steps, 3)
+        return out
+
+    def _prefill(self, prompt: list[int], on_prefill) -> mx.array:
         keep = min(_common_prefix(self._cached, prompt), len(prompt) - 1)
         self.runner.trim(self.runner.length - keep)
         self._cached = prompt[:keep]
@@ -217,7 +257,7 @@ class Engine:
             self.reset()
             raise
         self._cached = list(prompt)
-        return np.array(logits)
+        return logits
 
     def _ensure_costs(self, gov: Governor, prompt: list[int]) -> None:
         """The cost model of this target here: cached, or measured once now (on a runner
@@ -247,56 +287,3 @@ class Engine:
                                                            adaptive=self.adaptive)
         gov.new_call()
         return gov
-
-    def _pick(self, logits: np.ndarray, context: list[int], params, rng) -> int:
-        if params.greedy:
-            return greedy_token(logits[-1], context, params)
-        return sample(probs_from_logits(logits[-1], context, params), rng)
-
-    def _draft(self, k, room, seq, params, rng, free=False) -> tuple[Optional[DraftTree], float]:
-        """The drafter's tree (`free`: its copied branches alone), cut to what this call
-        may still emit and what the context still holds; None when it proposed nothing."""
-        t0 = time.perf_counter()
-        propose = self.drafter.propose_free if free else self.drafter.propose
-        tree = propose(min(k, room - 1), params, rng)
-        t_draft = time.perf_counter() - t0
-        if not self.runner.supports_tree and not tree.is_chain:
-            tree = tree.first_chain()
-        slots = self.max_context - len(seq) if self.max_context else len(tree)
-        tree = tree.cut(room - 1, slots)
-        return (tree if len(tree) else None), t_draft
-
-    def _plain_step(self, seq, params, rng, gov) -> list[int]:
-        t0 = time.perf_counter()
-        logits = np.array(self.runner.forward([seq[-1]]))
-        nxt = self._pick(logits, seq, params, rng)
-        dt = time.perf_counter() - t0
-        if gov is not None:
-            gov.record_plain(dt)
-            self.plain_step_s = gov.plain_step_s
-            self.drafter.extend([nxt])
-        seq.append(nxt)
-        return [nxt]
-
-    def _round(self, seq, params, rng, gov, tree: DraftTree, t_draft: float, free: bool = False) -> list[int]:
-        if self.verify_mode == "early-exit":
-            from mlxspec.hierarchy import early_exit_round
-
-            out = early_exit_round(self, seq, params, rng, gov, tree, t_draft)
-            if out is not None:  # None: no layer access, the exact round below
-                return out
-        t0 = time.perf_counter()
-        logits = np.array(self.runner.verify(seq[-1], tree))
-        if self.relax is not None:
-            path, nxt = self.relax.verify(logits, tree, seq, params, rng, self.verify_stats)
-        else:
-            path, nxt = verify(logits, tree, seq, params, rng)
-        self.runner.keep(tree, path)
-        kept = [tree.tokens[i] for i in path]
-        self.drafter.accept(kept, nxt)
-        gov.record_round(time.perf_counter() - t0 + t_draft, tree.depth, len(path), len(path) + 1,
-                         t_draft, tree.guessed, free)
-        seq.extend(kept)
-        seq.append(nxt)
-        return kept + [nxt]
-

@@ -115,8 +115,19 @@ class Relaxed:
 
     def verify(self, logits: np.ndarray, tree: DraftTree, context: list[int], params: SamplingParams,
                rng: Optional[np.random.Generator], stats: dict) -> tuple[list[int], int]:
-        """verify.verify's contract, against p_ens; counts into `stats`."""
+        """verify.verify's contract, against p_ens; counts into `stats`. Rows on the device
+        are verified there (relaxed_device.py) unless a learned weight needs host rows."""
         count = Counter(stats)
+        if not isinstance(logits, np.ndarray):
+            if self.head is None:
+                from mlxspec import verify_device
+                from mlxspec.relaxed_device import DeviceBlend
+
+                return verify_device.verify(logits, tree, context, params, rng, DeviceBlend(self, count))
+            from mlxspec.runtime.host import to_host
+            from mlxspec.verify_device import host_tree
+
+            logits, tree = to_host(logits), host_tree(tree)
         if params.greedy:
             return self._greedy(logits, tree, context, params, count)
         if rng is None:

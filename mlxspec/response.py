@@ -24,6 +24,9 @@ class SpecStats:
     fallback: bool = False  # speculation currently paused because it was measured to lose
     verify: str = "exact"  # the verification mode (Engine.verify_mode)
     extra: dict = field(default_factory=dict)  # the mode's own counters (Engine.verify_stats)
+    # device->host traffic of the reply (runtime/host.py): host_syncs, host_bytes,
+    # host_syncs_per_round (per decode step: a round or a plain step), host_bytes_per_token
+    host: dict = field(default_factory=dict)
 
     @property
     def acceptance_rate(self) -> float:
@@ -51,6 +54,7 @@ class SpecStats:
             "fallback": self.fallback,
             "verify": self.verify,
             **self.extra,
+            **self.host,
         }
 
 
@@ -66,6 +70,14 @@ class GenerationResponse:
     peak_memory: float  # GB
     stats: SpecStats = field(default_factory=SpecStats)
     finish_reason: Optional[str] = None  # "stop" (EOS / stop string), "length"
+
+
+def _traffic(engine, produced: int) -> dict:
+    counts = getattr(engine, "host_traffic", None)
+    out = counts() if callable(counts) else {}
+    if out and produced:
+        out["host_bytes_per_token"] = round(out["host_bytes"] / produced, 1)
+    return out
 
 
 def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[GenerationResponse]:
@@ -114,6 +126,7 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
             stats.extra = dict(engine.verify_stats)
             if pipe is not None:  # a target split over distributed ranks
                 stats.extra["distributed"] = pipe.since(mark)
+            stats.host = _traffic(engine, produced)
 
             if ev.token in eos:
                 ended = True

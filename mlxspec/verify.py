@@ -24,9 +24,15 @@ from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits, sa
 from mlxspec.tree import DraftTree, children_of
 
 
-def verify(target_logits: np.ndarray, tree: DraftTree, context: list[int], params: SamplingParams,
+def verify(target_logits, tree: DraftTree, context: list[int], params: SamplingParams,
            rng: Optional[np.random.Generator] = None) -> tuple[list[int], int]:
-    """(accepted node indices, a root-to-node path possibly empty; the target's next token)."""
+    """(accepted node indices, a root-to-node path possibly empty; the target's next token).
+    Logits on the device (an mx.array) are verified there (verify_device.py: the same
+    rule, only ids and the compared probabilities read back); numpy rows here."""
+    if not isinstance(target_logits, np.ndarray):
+        from mlxspec import verify_device
+
+        return verify_device.verify(target_logits, tree, context, params, rng)
     if params.greedy:
         return _verify_greedy(target_logits, tree, context, params)
     if rng is None:

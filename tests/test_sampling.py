@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import chisquare
 
 import mlxspec.verify as verify_mod
+import mlxspec.verify_device as verify_device
 from mlxspec.drafters.base import Drafter
 from mlxspec.drafters.compose import Composite
 from mlxspec.drafters.draft_model import ModelDrafter
@@ -314,11 +315,15 @@ def test_the_engine_test_catches_wrong_rules(tiny_target, broken, monkeypatch):
     """Controls: a wrong residual, and the target's distribution built from a context
     off by one (it shows under the repetition penalty)."""
     params = CASES["temp1"] if broken == "residual" else CASES["penalty"]
-    if broken == "residual":
+    if broken == "residual":  # the host rule's residual and the device rule's (verify_device.py)
         monkeypatch.setattr(verify_mod, "_residual", resample_from_r)
+        monkeypatch.setattr(verify_device, "residual_rows", lambda r, q: r)
     else:
         real = verify_mod.probs_from_logits
         monkeypatch.setattr(verify_mod, "probs_from_logits", lambda lg, ctx, pr: real(lg, ctx[:-1], pr))
+        rows = verify_device.probs_rows
+        monkeypatch.setattr(verify_device, "probs_rows",
+                            lambda lg, ctxs, pr, **kw: rows(lg, [c[:-1] for c in ctxs], pr, **kw))
     engine = Engine(tiny_target, CharTokenizer(V_E), TableDrafter(), num_draft=3, adaptive=False)
     counts, _, _ = engine_counts(engine, params, SAMPLES, max_tokens=4)
     assert pvalue(counts, exact_joint(tiny_target, params)) < 1e-6

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+import mlx.core as mx
 import numpy as np
 
+from mlxspec import device_sampling as dev
 from mlxspec.drafters.base import Drafter
-from mlxspec.relaxed import draft_row
+from mlxspec.relaxed import greedy_view
 from mlxspec.runtime.target import TargetRunner
-from mlxspec.sampling import SamplingParams, draft_pick, fit_vocab
+from mlxspec.sampling import SamplingParams
 from mlxspec.tree import DraftTree
 
 DEFAULT_MIN_CONFIDENCE = 0.25  # stop drafting below this draft probability
@@ -55,30 +57,62 @@ class ModelDrafter(Drafter):
         return self._seq[keep:]
 
     # -- drafting ---------------------------------------------------------------------
-    def _logits(self, tokens: list[int]) -> np.ndarray:
+    def _logits(self, tokens: list[int]):
+        """The draft's logits row (V,) after `tokens`, on the device."""
         if len(tokens) > 1:
             out = self._runner.prefill(tokens)
         else:
             out = self._runner.forward(tokens, last_only=True)[-1]
         self._cached.extend(tokens)
-        return fit_vocab(np.array(out), self.vocab_size)
+        return dev.fit_vocab(out, self.vocab_size)
+
+    def _next_row(self, token: mx.array):
+        """The draft's logits after a token still on the device (not in _cached yet)."""
+        return dev.fit_vocab(self._runner.forward(token.reshape(1), last_only=True)[-1], self.vocab_size)
+
+    def _window(self, params: SamplingParams):
+        """The penalty window (1, W) of the sequence on the device; None without a penalty."""
+        if not dev.has_penalty(params):
+            return None
+        return mx.array(np.asarray(self._seq[-params.repetition_context_size:], dtype=np.int32))[None]
+
+    @staticmethod
+    def _grow(win, token: mx.array, params: SamplingParams):
+        if win is None:
+            return None
+        return mx.concatenate([win[0], token.reshape(1).astype(mx.int32)])[-params.repetition_context_size:][None]
+
+    def _pick(self, row, win, params: SamplingParams, rng):
+        """(token, q or None, confidence) of one draft step, unread."""
+        tok, q, confidence = dev.draft_pick(row, None, params, rng, win=win)
+        if q is None and self.greedy_q:  # relaxed greedy verification blends q
+            q = dev.probs_rows(row[None], None, greedy_view(params), win=win)[0][0]
+        return tok, q, confidence
 
     def propose(self, k: int, params: SamplingParams, rng: np.random.Generator, max_nodes=None) -> DraftTree:
+        """Up to k draft steps, pipelined: step i + 1's forward is built on step i's token
+        before it is read and runs while it is read (its KV is kept when drafting stops
+        there: the next _sync trims what the sequence does not continue with)."""
         try:
             row = self._logits(self._sync())
+            win = self._window(params)
+            step = self._pick(row, win, params, rng)
             tokens: list[int] = []
-            probs: list[Optional[np.ndarray]] = []
-            context = list(self._seq)
+            probs: list[Optional[object]] = []  # q rows stay on the device
             for i in range(k):
-                tok, q, confidence = draft_pick(row, context, params, rng)
-                if q is None and self.greedy_q:  # relaxed greedy verification blends q
-                    q = draft_row(row, context, params)
+                tok, q, confidence = step
+                ahead = i < k - 1
+                if ahead:
+                    win = self._grow(win, tok, params)
+                    step = self._pick(self._next_row(tok), win, params, rng)
+                    mx.async_eval(step[0], step[2])
+                tok, confidence = dev.read_pick(tok, confidence)  # the step's one read
+                if ahead:
+                    self._cached.append(tok)
                 probs.append(q)
                 tokens.append(tok)
-                context.append(tok)
-                if i == k - 1 or confidence < self.min_confidence:
+                if not ahead or confidence < self.min_confidence:
                     break
-                row = self._logits([tok])
         except BaseException:
             self._runner = None  # half-updated cache: rebuilt on the next reset
             raise

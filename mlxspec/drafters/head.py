@@ -22,8 +22,10 @@ from mlxspec.errors import HeadLoadError
 from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
 from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
-from mlxspec.relaxed import draft_row
-from mlxspec.sampling import SamplingParams, draft_pick
+from mlxspec import device_sampling as dev
+from mlxspec.relaxed import greedy_view
+from mlxspec.runtime.host import to_host
+from mlxspec.sampling import SamplingParams
 from mlxspec.tree import DEFAULT_TREE_NODES, DraftTree, best_subtree
 
 log = logging.getLogger("mlxspec")
@@ -131,14 +133,6 @@ class HeadDrafter(Drafter):
             x = mx.concatenate([x, self._tail(hn) + self._tail_mask], axis=-1)
         return x.astype(mx.float32)
 
-    def full_logits(self, sub: np.ndarray) -> np.ndarray:
-        """Scatter subset logits into the full vocabulary (-inf outside the subset)."""
-        full = np.full(self.lm.vocab_size, -np.inf, dtype=np.float64)
-        slots = self.vocab.sub_to_full[: sub.shape[0]]
-        ok = slots >= 0
-        full[slots[ok]] = sub[ok]
-        return full
-
     def propose(self, k: int, params: SamplingParams, rng: np.random.Generator,
                 max_nodes: Optional[int] = None) -> DraftTree:
         if self._runner is None:
@@ -157,15 +151,14 @@ class HeadDrafter(Drafter):
             feat = self._runner.draft_step(tok, feat)
             sub = self.sub_logits(feat)
             if fast_greedy:
-                m = mx.max(sub)
-                j, conf = mx.argmax(sub), 1.0 / mx.sum(mx.exp(sub - m))
-                mx.eval(j, conf)
-                tok, q, confidence = int(self.vocab.sub_to_full[int(j.item())]), None, float(conf.item())
+                j, confidence = dev.read_pick(mx.argmax(sub), 1.0 / mx.sum(mx.exp(sub - mx.max(sub))))
+                tok, q = int(self.vocab.sub_to_full[j]), None
             else:
-                full = self.full_logits(np.array(sub).astype(np.float64))
-                tok, q, confidence = draft_pick(full, context, params, rng)
+                full = dev.scatter(sub, self.vocab.sub_to_full, self.lm.vocab_size)
+                tok, q, confidence = dev.draft_pick(full, context, params, rng)
                 if q is None and self.greedy_q:  # relaxed greedy verification blends q
-                    q = draft_row(full, context, params)
+                    q = dev.probs_rows(full[None], [context], greedy_view(params))[0][0]
+                tok, confidence = dev.read_pick(tok, confidence)  # the step's one read
             tokens.append(tok)
             probs.append(q)
             context.append(tok)
@@ -182,7 +175,8 @@ class HeadDrafter(Drafter):
         top = mx.argpartition(-sub, w - 1, axis=1)[:, :w]
         m = mx.max(sub, axis=1, keepdims=True)
         p = mx.exp(mx.take_along_axis(sub, top, axis=1) - m) / mx.sum(mx.exp(sub - m), axis=1, keepdims=True)
-        return self.vocab.sub_to_full[np.array(top)], np.array(p).astype(np.float64)
+        top, p = to_host(top, p)
+        return self.vocab.sub_to_full[top], p.astype(np.float64)
 
     def _propose_tree(self, depth_limit: int, budget: int) -> DraftTree:
         """EAGLE-2-style dynamic tree (greedy only). A node's score is the product of the

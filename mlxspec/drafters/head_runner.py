@@ -140,7 +140,8 @@ class HeadTargetRunner(TargetRunner):
         hn = self.lm.norm(self.lm.run_layers(h_low, self.k, self.lm.num_layers, self.cache))
         self._rebuild_head(start, h_low, hn)
         out = self.lm.logits(hn[:, -1:] if last_only else hn)[0].astype(mx.float32)
-        mx.eval(out, self._feats, self.head_cache.keys, self.head_cache.values)
+        # the logits stay unevaluated (the engine reads ids); the head's state is computed meanwhile
+        mx.async_eval(self._feats, self.head_cache.keys, self.head_cache.values)
         self.length += len(tokens)
         return out
 
@@ -164,7 +165,7 @@ class HeadTargetRunner(TargetRunner):
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
         hn = self.lm.norm(self._tree_layers(h_low, self.k, self.lm.num_layers, tree_mask(start, anc), pos))
         out = self.lm.logits(hn)[0].astype(mx.float32)
-        mx.eval(out, hn, h_low)
+        mx.async_eval(hn, h_low)
         self._tree = (start, h_low, hn)
         self.length += len(tokens)
         return out
@@ -179,7 +180,7 @@ class HeadTargetRunner(TargetRunner):
         self.length = self.low_len = start + len(path)
         idx = mx.array(path, dtype=mx.int32)
         self._rebuild_head(start, h_low[:, idx], hn[:, idx])
-        mx.eval(self._feats, self.head_cache.keys, self.head_cache.values)
+        mx.async_eval(self._feats, self.head_cache.keys, self.head_cache.values)
 
     def _rebuild_head(self, start: int, h_low: mx.array, hn: mx.array) -> None:
         """Rewrite the head's cache from `start` over verified tokens (layer-k states

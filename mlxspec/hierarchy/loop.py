@@ -24,11 +24,12 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-import numpy as np
+import mlx.core as mx
 
+from mlxspec.device_sampling import probs_rows
 from mlxspec.hierarchy.policy import ExitPolicy
 from mlxspec.runtime.early_exit import ExitLevels
-from mlxspec.sampling import probs_from_logits
+from mlxspec.runtime.host import to_host
 from mlxspec.tree import DraftTree, chain_parents
 from mlxspec.verify import verify
 
@@ -119,7 +120,7 @@ def early_exit_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: fl
 def _single_level(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]:
     """The exact round (the engine's), timed for the method choice."""
     t0 = time.perf_counter()
-    logits = np.array(engine.runner.verify(seq[-1], tree))
+    logits = engine.runner.verify(seq[-1], tree)  # on the device: verify reads ids
     path, nxt = verify(logits, tree, seq, params, rng)
     engine.runner.keep(tree, path)
     out = [tree.tokens[i] for i in path] + [nxt]
@@ -151,12 +152,12 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     while True:
         chain = _head(chain, N - len(T) - 1)
         t0 = time.perf_counter()
-        logits = np.array(levels.check(x, chain.tokens))
+        logits = levels.check(x, chain.tokens)
         path, nxt = verify(logits, chain, ctx, params, rng)
         levels.keep_check(len(path))
         new = [chain.tokens[i] for i in path] + [nxt]
         if not greedy:
-            Q += [probs_from_logits(logits[i], ctx + new[:i], params) for i in range(len(new))]
+            Q += exit_rows(logits[: len(new)], [ctx + new[:i] for i in range(len(new))], params)
         T += new
         ctx += new
         checks += 1
@@ -178,8 +179,8 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
 
     t0 = time.perf_counter()
     n = len(T)
-    logits = np.array(levels.full())
-    rows = np.concatenate([logits, logits[-1:]])  # the row after the last one is never used
+    logits = levels.full()
+    rows = mx.concatenate([logits, logits[-1:]])  # the row after the last one is never used
     path, nxt = verify(rows, tentative_chain(T, Q), seq, params, rng)
     a = len(path)
     out = list(T) if a == n else T[:a] + [nxt]
@@ -208,6 +209,15 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     tree.tokens, tree.parents, tree.q = list(T), chain_parents(n), [None] * n
     seq.extend(out)
     return out
+
+
+def exit_rows(logits, contexts, params) -> list:
+    """The exit's distributions that drew the tentative tokens (the middle level's exact
+    rule, on the device: top-p's candidate rows are checked, one small read)."""
+    P, ok = probs_rows(logits, contexts, params)
+    if ok is not None and not to_host(ok).all():
+        P, _ = probs_rows(logits, contexts, params, full_sort=True)
+    return [P[i] for i in range(P.shape[0])]
 
 
 def tentative_chain(tokens: list[int], rows: list) -> DraftTree:

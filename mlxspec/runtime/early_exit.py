@@ -68,8 +68,8 @@ class ExitLevels:
         else:
             h_k = lm.embed(tokens)
         h_m = lm.run_layers(h_k, self.k, self.m, run.cache)
-        out = lm.logits(lm.norm(h_m))[0].astype(mx.float32)
-        mx.eval(out, h_m)
+        out = lm.logits(lm.norm(h_m))[0].astype(mx.float32)  # unevaluated: the loop reads ids
+        mx.async_eval(h_m)
         self._last = (h_k if self.k else None, h_m)
         self.mid += len(tokens)
         return out
@@ -100,7 +100,7 @@ class ExitLevels:
             raise RuntimeError("the kept layer-m states do not match the tentative positions")
         hn = lm.norm(lm.run_layers(h_m, self.m, lm.num_layers, run.cache))
         out = lm.logits(hn)[0].astype(mx.float32)
-        mx.eval(out, hn)
+        mx.async_eval(hn)
         self._hn = hn
         return out
 
@@ -129,5 +129,5 @@ class ExitLevels:
             h_k = self._hk[0] if len(self._hk) == 1 else mx.concatenate(self._hk, axis=1)
             run.low_len = run.length
             run._rebuild_head(start, h_k[:, :kept], self._hn[:, :kept])
-            mx.eval(run._feats, run.head_cache.keys, run.head_cache.values)
+            mx.async_eval(run._feats, run.head_cache.keys, run.head_cache.values)
         self._hk, self._hm, self._hn = [], [], None

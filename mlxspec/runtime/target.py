@@ -81,20 +81,18 @@ class TargetRunner:
         if not project:
             mx.eval(h)
             return h[0, -1]
-        out = head(h[:, -1:])[0, -1].astype(mx.float32)
-        mx.eval(out)
-        return out
+        return head(h[:, -1:])[0, -1].astype(mx.float32)  # unevaluated: the engine reads ids
 
     # -- verification -------------------------------------------------------------------
-    def forward(self, tokens: list[int], last_only: bool = False) -> mx.array:
-        """Logits (T, V) in float32 for `tokens` appended to the cache."""
-        out = self.model(mx.array(tokens, dtype=mx.uint32)[None], cache=self.cache)[0]
+    def forward(self, tokens, last_only: bool = False) -> mx.array:
+        """Logits (T, V) in float32 for `tokens` (ids, or a 1-d array of them still on
+        the device) appended to the cache; not evaluated (they stay on the device)."""
+        x = tokens.astype(mx.uint32) if isinstance(tokens, mx.array) else mx.array(tokens, dtype=mx.uint32)
+        out = self.model(x[None], cache=self.cache)[0]
         if last_only:
             out = out[-1:]
-        out = out.astype(mx.float32)
-        mx.eval(out)
         self.length += len(tokens)
-        return out
+        return out.astype(mx.float32)
 
     def forward_tree(self, tokens: list[int], parents: list[int]) -> mx.array:
         """Logits (1 + N, V) for a draft tree: tokens[0] is the root (the last verified
@@ -112,7 +110,6 @@ class TargetRunner:
         for i, layer in enumerate(lm.layers):
             h = tree_block(layer, h, mask, self.cache[i], pos)
         out = lm.logits(lm.norm(h))[0].astype(mx.float32)
-        mx.eval(out)
         self._tree_start = start
         self.length += len(tokens)
         return out
