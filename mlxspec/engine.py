@@ -55,7 +55,8 @@ def _format_key(model) -> str:
     layer = model.layers[0] if hasattr(model, "layers") else None
     proj = getattr(getattr(layer, "self_attn", None), "q_proj", None)
     fmt = f"q{proj.bits}" if hasattr(proj, "bits") else str(getattr(getattr(proj, "weight", None), "dtype", "?"))
-    return f"{mx.default_device()}|{fmt}"
+    pipe = getattr(model, "mlxspec_pipeline", None)  # split over ranks: a forward goes round the ring
+    return f"{mx.default_device()}|{fmt}" + (f"|ranks{pipe.size}" if pipe is not None else "")
 
 
 class Engine:
