@@ -98,14 +98,11 @@ class TargetRunner:
         """Logits (1 + N, V) for a draft tree: tokens[0] is the root (the last verified
         token) and tokens[1 + i] node i, a child of parents[i] (-1: of the root).
         Nothing is kept until accept_tree(path)."""
-        from mlxspec.runtime.tree_attention import ancestor_matrix, tree_block, tree_mask
+        from mlxspec.runtime.tree_attention import tree_block, tree_inputs
 
         lm = self.lm
-        flat = [-1] + [int(p) + 1 for p in parents]
-        anc = ancestor_matrix(flat)
         start = self.length
-        pos = mx.array(start + anc.sum(axis=1) - 1, dtype=mx.int32)
-        mask = tree_mask(start, anc)
+        pos, mask = tree_inputs(start, parents)
         h = lm.embed([int(t) for t in tokens])
         for i, layer in enumerate(lm.layers):
             h = tree_block(layer, h, mask, self.cache[i], pos)
