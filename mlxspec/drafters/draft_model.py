@@ -9,6 +9,7 @@ import numpy as np
 from mlxspec import device_sampling as dev
 from mlxspec.drafters.base import Drafter
 from mlxspec.relaxed import greedy_view
+from mlxspec.runtime.host import ids
 from mlxspec.runtime.target import TargetRunner
 from mlxspec.sampling import SamplingParams
 from mlxspec.tree import DraftTree
@@ -92,13 +93,15 @@ class ModelDrafter(Drafter):
     def propose(self, k: int, params: SamplingParams, rng: np.random.Generator, max_nodes=None) -> DraftTree:
         """Up to k draft steps, pipelined: step i + 1's forward is built on step i's token
         before it is read and runs while it is read (its KV is kept when drafting stops
-        there: the next _sync trims what the sequence does not continue with)."""
+        there: the next _sync trims what the sequence does not continue with). Without a
+        confidence floor nothing decides between steps: all k are read in one sync."""
         try:
             row = self._logits(self._sync())
             win = self._window(params)
             step = self._pick(row, win, params, rng)
             tokens: list[int] = []
             probs: list[Optional[object]] = []  # q rows stay on the device
+            unread = [] if self.min_confidence <= 0 else None
             for i in range(k):
                 tok, q, confidence = step
                 ahead = i < k - 1
@@ -106,6 +109,10 @@ class ModelDrafter(Drafter):
                     win = self._grow(win, tok, params)
                     step = self._pick(self._next_row(tok), win, params, rng)
                     mx.async_eval(step[0], step[2])
+                if unread is not None:
+                    unread.append(tok)
+                    probs.append(q)
+                    continue
                 tok, confidence = dev.read_pick(tok, confidence)  # the step's one read
                 if ahead:
                     self._cached.append(tok)
@@ -113,6 +120,9 @@ class ModelDrafter(Drafter):
                 tokens.append(tok)
                 if not ahead or confidence < self.min_confidence:
                     break
+            if unread:
+                tokens = ids(mx.stack(unread))
+                self._cached.extend(tokens[:-1])  # fed ahead
         except BaseException:
             self._runner = None  # half-updated cache: rebuilt on the next reset
             raise
