@@ -37,6 +37,8 @@ class Run:
     relax_checked: Optional[int] = None
     tv_mean: Optional[float] = None
     early_exit: Optional[dict] = None  # early-exit verification's counters (mlxspec/hierarchy)
+    host_bytes_per_token: Optional[float] = None  # mlxspec's device->host bytes (runtime/host.py)
+    host_syncs_per_round: Optional[float] = None
 
 
 @dataclass
@@ -130,6 +132,8 @@ def run_once(method: Method, prompt: list[int], prompt_name: str, temp: float, m
         if "relax_checked" in s.extra:
             x = s.extra
             run.relaxed_tokens, run.relax_checked, run.tv_mean = x["relaxed_tokens"], x["relax_checked"], x["tv_mean"]
+        run.host_bytes_per_token = s.host.get("host_bytes_per_token")
+        run.host_syncs_per_round = s.host.get("host_syncs_per_round")
         if method.verify == "early-exit":
             from mlxspec.hierarchy.report import counters
 
@@ -163,6 +167,7 @@ class Row:
     relaxed_tokens: Optional[int] = None  # relaxed rows: tokens that departed from the target
     tv_mean: Optional[float] = None  # relaxed rows: mean TV(p_ens, p) over verified tokens
     early_exit: Optional[dict] = None  # early-exit rows: summed counters, tokens per full pass, stage shares
+    host_bytes_per_token: Optional[float] = None  # mlxspec rows: mean device->host bytes per token
 
 
 def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: str, eos: set) -> list[Row]:
@@ -196,6 +201,8 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
                 peak_gb=max(r.peak_gb for r in mine), draft_mb=m.draft_bytes / 1e6,
                 exact=exact, runs=len(mine), **relax,
             ))
+            host = [r.host_bytes_per_token for r in mine if r.host_bytes_per_token is not None]
+            rows[-1].host_bytes_per_token = round(statistics.mean(host), 1) if host else None
             if m.verify == "early-exit":
                 from mlxspec.hierarchy.report import summed
 
@@ -204,7 +211,8 @@ def summarize(runs: list[Run], methods: list[Method], baseline: str, reference: 
 
 
 def format_table(rows: list[Row], baseline: str) -> str:
-    head = ["method", "temp", "tok/s", "speedup", "accept", "mean len", "peak GB", "draft MB", "greedy == plain"]
+    head = ["method", "temp", "tok/s", "speedup", "accept", "mean len", "peak GB", "draft MB", "greedy == plain",
+            "host B/tok"]
     relaxed = any(r.relaxed_tokens is not None for r in rows)
     if relaxed:
         head += ["relaxed tok", "mean TV"]
@@ -218,6 +226,7 @@ def format_table(rows: list[Row], baseline: str) -> str:
             f"{r.mean_accepted_length:.2f}" if r.mean_accepted_length is not None else "-",
             f"{r.peak_gb:.2f}", f"{r.draft_mb:.1f}" if r.draft_mb else "-",
             {True: "yes", False: "NO", None: "n/a"}[r.exact],
+            f"{r.host_bytes_per_token:g}" if r.host_bytes_per_token is not None else "-",
         ] + extra)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(head))]
     out = []
@@ -225,7 +234,8 @@ def format_table(rows: list[Row], baseline: str) -> str:
         out.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
         if j == 0:
             out.append("  ".join("-" * w for w in widths))
-    out.append(f"speedup is against {baseline}; tok/s is decode speed (mean ± sd over prompts and repetitions)")
+    out.append(f"speedup is against {baseline}; tok/s is decode speed (mean ± sd over prompts and repetitions); "
+               "host B/tok: bytes mlxspec read from the device per token")
     from mlxspec.hierarchy.report import describe
 
     out += [f"{r.method} (temp {r.temp:g}): {describe(r.early_exit)}" for r in rows if r.early_exit]

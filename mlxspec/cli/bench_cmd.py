@@ -120,11 +120,20 @@ def _head_drafters(target) -> dict:
               help="Also the draft model with relaxed verification at weight W and budget B (repeatable).")
 @click.option("--early-exit", is_flag=True, help="Also the draft model, lookup and the head with early-exit "
               "verification (lossless).")
+@click.option("--overhead", is_flag=True, help="The engine's own overhead instead: random-weight models of "
+              "real shapes (--shapes, --dtypes), mlxspec against mlx-lm plain and with the target as its own "
+              "draft, the cost curve, host bytes per token (mlxspec/bench/overhead.py).")
+@click.option("--shapes", default="smollm2,qwen1.5b", show_default=True, help="With --overhead: comma list of "
+              "shapes (smollm2: SmolLM2-135M, qwen1.5b: Qwen2.5-1.5B).")
+@click.option("--dtypes", default="bfloat16,float32", show_default=True,
+              help="With --overhead: comma list of dtypes (float32, bfloat16, float16).")
 @click.option("--json", "json_path", default=None, help="Write every run and the table as JSON here.")
 @click.option("--csv", "csv_path", default=None, help="Write the table as CSV here.")
 def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p, num_draft, relaxed_pairs,
-          early_exit, json_path, csv_path):
+          early_exit, overhead, shapes, dtypes, json_path, csv_path):
     """Benchmark mlxspec's methods against plain decoding and mlx-lm, in one run."""
+    if overhead:
+        return _overhead(shapes, dtypes, max_tokens, reps, json_path)
     from mlxspec import loading
     from mlxspec.bench.prompts import load_prompts
     from mlxspec.bench.runner import format_table, run_once, summarize
@@ -197,3 +206,21 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
         click.echo("warning: a greedy method's output differed from plain decoding", err=True)
         sys.exit(2)
 
+
+def _overhead(shapes: str, dtypes: str, max_tokens: int, reps: int, json_path) -> None:
+    from mlxspec.bench import overhead
+    from mlxspec.errors import InvalidParameterError
+
+    setup_logging()
+    names = [x.strip() for x in shapes.split(",") if x.strip()]
+    kinds = [x.strip() for x in dtypes.split(",") if x.strip()]
+    bad = [x for x in names if x not in overhead.SHAPES] + [x for x in kinds if x not in overhead.DTYPES]
+    if bad or not names or not kinds:
+        raise InvalidParameterError(f"--overhead: unknown shape or dtype {', '.join(bad) or '(none given)'} "
+                                    f"(shapes: {', '.join(overhead.SHAPES)}; dtypes: {', '.join(overhead.DTYPES)})")
+    if max_tokens < 2 or reps < 1:
+        raise InvalidParameterError("bench needs --max-tokens >= 2 and --reps >= 1")
+    results = overhead.run(names, kinds, max_tokens, reps, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(overhead.format_table(results))
+    if json_path:
+        _atomic_write(json_path, json.dumps({"overhead": overhead.as_json(results)}, indent=1))
