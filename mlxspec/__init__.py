@@ -11,7 +11,11 @@ from mlxspec.system.blas import load_openblas as _load_openblas  # noqa: E402
 
 _load_openblas()  # must run before the first `import mlx.core`
 
-__all__ = ["load", "generate", "stream_generate", "stream_chat", "GenerationResponse", "SamplingParams", "SpecStats"]
+__all__ = ["load", "generate", "stream_generate", "stream_chat", "GenerationResponse", "SamplingParams", "SpecStats",
+           "IdleTrainer", "Learning", "DEFAULT_IDLE_S"]
+# Front ends that own an engine on one thread (the chat, the server) train its head between
+# replies with IdleTrainer (Learning: an engine's adapting drafter); from mlxspec.adapt.idle.
+_FROM = {n: "mlxspec.adapt.idle" for n in ("IdleTrainer", "Learning", "DEFAULT_IDLE_S")}
 
 
 def _version() -> str:
@@ -29,7 +33,7 @@ __version__ = _version()
 def __getattr__(name):
     # Lazy so that `mlxspec models list` and friends start without importing MLX.
     if name in __all__:
-        from mlxspec import api
+        from importlib import import_module
 
-        return getattr(api, name)
+        return getattr(import_module(_FROM.get(name, "mlxspec.api")), name)
     raise AttributeError(f"module 'mlxspec' has no attribute {name!r}")

@@ -511,4 +511,4 @@ def test_styles_live_in_the_tcss_file():
     assert not ChatApp.CSS
     for cls in (ConversationsScreen, HelpScreen, OptionsScreen, N, AssistantMessage, UserMessage):
         assert "DEFAULT_CSS" not in vars(cls), cls.__name__
-    assert '"mlxspec.tui" = ["*.tcss"]' in (root / "pyproject.toml").read_text()  # shipped in the wheel
+    assert '"mlxspec.tui": ["*.tcss"]' in (root / "setup.py").read_text()  # shipped in the wheel

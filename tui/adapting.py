@@ -4,11 +4,13 @@ thread between replies, stopped by the next prompt) lives in mlxspec/adapt/idle.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 from textual.message import Message
 
-from mlxspec.adapt.idle import DEFAULT_IDLE_S, SLICE_S, Emit, IdleTrainer  # noqa: F401 (the chat's names)
+from mlxspec import DEFAULT_IDLE_S, IdleTrainer  # noqa: F401 (the chat's names)
+
+Emit = Callable[[Optional[dict], bool], None]  # (the head's counters, idle training running)
 
 TREND = 8  # per-reply acceptance rates shown
 SPARK = "▁▂▃▄▅▆▇█"

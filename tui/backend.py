@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
 
-from mlxspec.adapt.idle import Learning
+from mlxspec import Learning
 from mlxspec.tui.contract import PrefillCallback
 
 
