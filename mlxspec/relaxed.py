@@ -42,18 +42,12 @@ from typing import Optional
 import numpy as np
 
 from mlxspec.errors import InvalidParameterError
-from mlxspec.sampling import SamplingParams, greedy_token, probs_from_logits
+from mlxspec.sampling import SamplingParams, greedy_token, greedy_view, probs_from_logits  # noqa: F401 (greedy_view: relaxed's name too)
 from mlxspec.tree import DraftTree
 from mlxspec.verify import _verify_greedy, _verify_sampling, kids_of
 
 DEFAULT_WEIGHT = 0.5  # w, the draft's share of the blend
 DEFAULT_BUDGET = 0.3  # the largest TV(p_ens, p) verified against p_ens (docs/benchmarks.md)
-
-
-def greedy_view(params: SamplingParams) -> SamplingParams:
-    """The distributions greedy decoding blends: temperature 1, the same penalty."""
-    return SamplingParams(temp=1.0, repetition_penalty=params.repetition_penalty,
-                          repetition_context_size=params.repetition_context_size)
 
 
 def draft_row(logits: np.ndarray, context, params: SamplingParams) -> np.ndarray:

@@ -67,7 +67,7 @@ class DeviceBlend:
         return P, [d, over, used, used]
 
     def greedy(self, logits: mx.array, ctx, params, best: mx.array, tree: DraftTree) -> tuple[mx.array, list]:
-        from mlxspec.relaxed import greedy_view
+        from mlxspec.sampling import greedy_view
 
         self._rows, q = _draft_rows(tree, logits.shape[-1])
         if q is None or self.relax.weight <= 0.0:

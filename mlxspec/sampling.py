@@ -139,3 +139,9 @@ def fit_vocab(logits: np.ndarray, vocab_size: int) -> np.ndarray:
         return logits[..., :vocab_size]
     pad = np.full(logits.shape[:-1] + (vocab_size - n,), -np.inf, dtype=logits.dtype)
     return np.concatenate([logits, pad], axis=-1)
+
+
+def greedy_view(params: SamplingParams) -> SamplingParams:
+    """The distributions greedy decoding blends: temperature 1, the same penalty."""
+    return SamplingParams(temp=1.0, repetition_penalty=params.repetition_penalty,
+                          repetition_context_size=params.repetition_context_size)

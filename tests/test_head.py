@@ -169,7 +169,7 @@ def test_feature_input_sees_the_verified_states():
     """After rounds of draft/verify/trim, the head's next step (its cache plus the
     feature it is given) equals the head run in one pass over the whole sequence with
     the target's true final states as features: nothing predicted is left behind."""
-    from mlxspec.training.train import shifted_features
+    from mlxspec.head.objective import shifted_features
 
     model = tiny_model(V, layers=4, hidden=32, seed=8, scale=2.0)
     d = make_drafter(model, k=2, feature=True, width=1, lookup=0)

@@ -103,7 +103,7 @@ def test_generate_writes_shards_resumes_and_trains_a_head(tmp_path, monkeypatch)
 
 def test_loss_ignores_positions_of_weight_zero():
     from mlxspec.head.model import new_head
-    from mlxspec.training.train import _loss
+    from mlxspec.head.objective import head_loss as _loss
 
     model = tiny_model(V, layers=4, hidden=32, seed=7)
     head = new_head(model, 2)
@@ -128,7 +128,7 @@ def test_loss_ignores_positions_of_weight_zero():
 
 def test_unrolled_loss_trains_on_the_heads_own_features():
     from mlxspec.head.model import new_head
-    from mlxspec.training.train import _loss
+    from mlxspec.head.objective import head_loss as _loss
 
     model = tiny_model(V, layers=4, hidden=32, seed=8)
     h_k = mx.random.normal((1, 10, 32), key=mx.random.key(3))

@@ -22,7 +22,7 @@ class Adapter:
                  settings: Optional[AdaptSettings] = None, cap_bytes: int = DEFAULT_CAP_BYTES,
                  vocab_mode: str = "dynamic", eos_ids=()):
         from mlxspec.runtime.layered import LayeredModel
-        from mlxspec.training.train import default_vocab_size
+        from mlxspec.head.objective import default_vocab_size
 
         lm = LayeredModel(model)
         self.model, self.model_dir, self.head = model, Path(model_dir), head

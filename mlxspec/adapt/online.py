@@ -1,6 +1,6 @@
 """Online training of the draft head on the StateBuffer, in short time-boxed slices.
 
-The loss is the offline one (mlxspec.training.train._loss: KL to the target on the core
+The loss is the offline one (mlxspec.head.objective.head_loss: KL to the target on the core
 vocabulary + (1 - cosine) to its final hidden state) on windows of consecutive verified
 positions (buffer chunks). `step(budget_s)` runs optimiser steps (AdamW, warmup then a
 constant rate, gradient clipping) while the next one is expected to fit the budget, and
@@ -32,7 +32,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlxspec.adapt.buffer import StateBuffer
 from mlxspec.head.model import DraftHead
 from mlxspec.runtime.layered import LayeredModel
-from mlxspec.training.train import GRAD_CLIP, _loss, score_batches
+from mlxspec.head.objective import GRAD_CLIP, head_loss, score_batches
 
 
 @dataclass
@@ -78,7 +78,7 @@ class OnlineTrainer:
         if optimizer_state:
             self.opt.state = tree_unflatten(list(optimizer_state.items()))
         self.steps = int(steps)  # optimiser steps over the head's life (persisted)
-        self._grad = nn.value_and_grad(head, _loss)
+        self._grad = nn.value_and_grad(head, head_loss)
         self._rng = np.random.default_rng(self.s.seed + self.steps)
         self._step_s: Optional[float] = None  # EMA of one step's seconds
         self.last = {"steps": 0, "loss": None, "agree": None, "seconds": 0.0}
@@ -181,7 +181,7 @@ class OnlineTrainer:
         return got.get("top1_agreement_chained", got["top1_agreement_core_vocab"])
 
     def evaluate(self, buffer: Optional[StateBuffer] = None, reply_only: bool = True) -> dict:
-        """Teacher-forced proxies (training.train.score_batches: top-1 agreement with the
+        """Teacher-forced proxies (head.objective.score_batches: top-1 agreement with the
         target over the full vocabulary and the core...) on a buffer's windows (default:
         the training buffer; pass another one for held-out rows)."""
         buf = buffer or self.buffer

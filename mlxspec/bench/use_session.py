@@ -24,7 +24,7 @@ def session(per_domain: Optional[int] = None) -> list[tuple[str, str]]:
 
 
 def _adapting(engine):
-    from mlxspec.cli.adapt_cmd import adaptive_part
+    from mlxspec.drafters.adaptive import adaptive_part
 
     d = adaptive_part(engine.drafter)
     return d if d is not None and d.learn else None
@@ -171,7 +171,7 @@ def main(argv=None) -> None:
         rows = replay(engines, session(a.per_domain), a.max_tokens, a.think, show)
         memory = {}
         for m, eng in engines.items():
-            from mlxspec.cli.adapt_cmd import adaptive_part
+            from mlxspec.drafters.adaptive import adaptive_part
 
             d = adaptive_part(eng.drafter)
             if d is not None:

@@ -22,16 +22,6 @@ def _prompts(spec: str) -> dict:
     return load_prompts(spec)
 
 
-def adaptive_part(drafter):
-    """The adapting head inside a drafter (alone or composed with branch sources)."""
-    from mlxspec.drafters.adaptive import AdaptiveHeadDrafter
-
-    for d in (drafter, getattr(drafter, "primary", None)):
-        if isinstance(d, AdaptiveHeadDrafter):
-            return d
-    return None
-
-
 @click.command("adapt")
 @click.option("-m", "--model", default=None, help="Target model (default: smollm2-135m-instruct).")
 @click.option("--prompts", "prompt_spec", required=True, metavar="FILE|DIR|use-session",
@@ -60,6 +50,8 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, as_json):
         raise InvalidParameterError(f"--epochs must be in 1..1000, got {epochs}")
     chats = _prompts(prompt_spec)  # bad prompts fail before the model loads
     engine = mlxspec.load(model, "head", adapt=True)
+    from mlxspec.drafters.adaptive import adaptive_part
+
     head = adaptive_part(engine.drafter)
     if head is None:  # cannot happen with draft="head", adapt=True; say so rather than crash
         raise InvalidParameterError("this model's drafter cannot adapt")

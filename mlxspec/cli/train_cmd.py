@@ -37,7 +37,7 @@ def _load_target(spec: str):
 @click.option("--init-from", default=None, metavar="NAME|FILE",
               help="Start from a trained head (name under models/<model>/heads/ or a file) and fine-tune it.")
 @click.option("--features", default=None, metavar="DIR", type=click.Path(file_okay=False),
-              help="Train on replies the model generated with its states kept (python -m mlxspec.training.selfgen) instead of a corpus.")
+              help="Train on replies the model generated with its states kept (python -m mlxspec.cli.selfgen_cmd) instead of a corpus.")
 @click.option("--unroll", type=int, default=2, show_default=True,
               help="Feature-input heads: passes on their own predicted features per step (1 = teacher features only).")
 @click.option("--corpus-tokens", type=int, default=150_000, show_default=True, help="Corpus tokens (teacher features are computed once for them).")

@@ -7,6 +7,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from mlxspec.distributed.pipeline import Pipeline
+from mlxspec.distributed.runner import ShardedRunner
 
 
 class _Gone(nn.Module):
@@ -39,6 +40,7 @@ def shard(model, group) -> Pipeline:
     pipe.lm = lm
     pipe.own_layers = [lm.layers[i] for i in range(pipe.start, pipe.end)]
     pipe.supports_tree = lm.sliding_window is None and all(_tree_rope(layer) for layer in pipe.own_layers)
+    pipe.runner_class = ShardedRunner  # what TargetRunner(model) gives from now on
     model.mlxspec_pipeline = pipe
     mx.eval(model.parameters())
     return pipe

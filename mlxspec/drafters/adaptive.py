@@ -186,3 +186,11 @@ class AdaptiveHeadDrafter(HeadDrafter):
         run = self._runner if isinstance(self._runner, AdaptiveRunner) else self._runner_made
         if run is not None:
             run.refresh_head(self._seq)
+
+
+def adaptive_part(drafter):
+    """The adapting head inside a drafter (alone or composed with branch sources)."""
+    for d in (drafter, getattr(drafter, "primary", None)):
+        if isinstance(d, AdaptiveHeadDrafter):
+            return d
+    return None

@@ -8,10 +8,9 @@ import numpy as np
 
 from mlxspec import device_sampling as dev
 from mlxspec.drafters.base import Drafter
-from mlxspec.relaxed import greedy_view
 from mlxspec.runtime.host import ids
 from mlxspec.runtime.target import TargetRunner
-from mlxspec.sampling import SamplingParams
+from mlxspec.sampling import SamplingParams, greedy_view
 from mlxspec.tree import DraftTree
 
 DEFAULT_MIN_CONFIDENCE = 0.25  # stop drafting below this draft probability

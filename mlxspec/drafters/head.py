@@ -23,9 +23,8 @@ from mlxspec.head.model import DraftHead
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
 from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
 from mlxspec import device_sampling as dev
-from mlxspec.relaxed import greedy_view
 from mlxspec.runtime.host import to_host
-from mlxspec.sampling import SamplingParams
+from mlxspec.sampling import SamplingParams, greedy_view
 from mlxspec.tree import DEFAULT_TREE_NODES, DraftTree, best_subtree
 
 log = logging.getLogger("mlxspec")

@@ -14,12 +14,12 @@ _PLAIN_HEAD_ARCHS = {"llama", "qwen2", "qwen3", "mistral"}
 
 class TargetRunner:
     def __new__(cls, model, *args, **kwargs):
-        # A target split over distributed ranks (mlxspec.distributed) runs its steps
-        # round the ring; every place that makes a runner for it gets that runner.
-        if cls is TargetRunner and getattr(model, "mlxspec_pipeline", None) is not None:
-            from mlxspec.distributed.runner import ShardedRunner
-
-            cls = ShardedRunner
+        # A target split over distributed ranks runs its steps round the ring: every place
+        # that makes a runner for it gets the runner its pipeline names (mlxspec.distributed
+        # sets both; nothing here imports it).
+        pipe = getattr(model, "mlxspec_pipeline", None)
+        if cls is TargetRunner and pipe is not None:
+            cls = pipe.runner_class
         return super().__new__(cls)
 
     def __init__(self, model):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -30,128 +29,18 @@ from mlxspec.atomic import atomic_write_with, clean_stale_temps, discard_dir
 from mlxspec.runtime.layered import LayeredModel
 from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_dir, save_head
 from mlxspec.head.model import DraftHead, default_exit_layer, new_head
+from mlxspec.head.objective import GRAD_CLIP, default_vocab_size, head_loss
 from mlxspec.head.vocab import rank_core
+from mlxspec.training.settings import TrainResult, TrainSettings, _teacher_key
+from mlxspec.training.teacher import Teacher, evaluate, evaluate_features
 
-GRAD_CLIP = 1.0  # global gradient norm: big-activation targets (Qwen) diverge without it
+_Teacher = Teacher  # the name tests and older code use
+
 RANK_KEEP = 65536  # ranked ids stored in the head file (core size can change at load)
-
-
-def default_vocab_size(vocab_size: int) -> int:
-    """A few thousand to 32k core tokens depending on the vocabulary."""
-    return int(min(vocab_size, max(4096, min(32768, vocab_size // 8))))
-
-
-@dataclass
-class TrainSettings:
-    exit_layer: Optional[int] = None
-    vocab: Optional[int] = None
-    steps: int = 300
-    batch: int = 8
-    seq_len: int = 128
-    lr: float = 5e-4
-    warmup: int = 20
-    ffn_ratio: float = 1.0
-    feature_input: bool = False
-    feature_noise: float = 0.1  # relative noise on the feature input while training
-    init_from: Optional[str] = None  # a head file to start from (fine-tuning), same shape
-    hidden_weight: float = 1.0
-    unroll: int = 2  # feature-input heads: also train on their own predicted features
-    features: Optional[str] = None  # a selfgen folder (tokens + the target's states)
-    prompt_weight: float = 0.25  # loss weight of prompt positions in `features` rows
-    corpus: list = field(default_factory=list)  # empty: the default offline recipe
-    corpus_tokens: int = 150_000
-    eval_windows: int = 32
-    seed: int = 0
-    vocab_mode: str = "dynamic"
-
-    def resume_key(self) -> dict:
-        """Settings that must match for a checkpoint to be resumed (steps may grow)."""
-        d = asdict(self)
-        for k in ("steps", "vocab_mode"):
-            d.pop(k)
-        return d
-
-
-# What the tokenised corpus and the teacher's features depend on: a checkpoint whose
-# other settings (learning rate, vocabulary, head width...) differ keeps its features.
-TEACHER_FIELDS = ("exit_layer", "seq_len", "corpus", "corpus_tokens", "seed", "eval_windows", "features")
-
-
-def _teacher_key(key: dict) -> dict:
-    defaults = asdict(TrainSettings())  # fields older checkpoints did not record
-    return {k: key.get(k, defaults[k]) for k in TEACHER_FIELDS}
-
-
-@dataclass
-class TrainResult:
-    path: Path
-    steps: int
-    settings: dict
-    metrics: dict
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-class _Teacher:
-    def __init__(self, model, exit_layer: int):
-        self.lm = LayeredModel(model)
-        self.k = exit_layer
-
-    def __call__(self, x: mx.array):
-        lm = self.lm
-        h_k = lm.run_layers(lm.embed(x), 0, self.k, None, mask="causal")
-        h_n = lm.norm(lm.run_layers(h_k, self.k, lm.num_layers, None, mask="causal"))
-        return mx.stop_gradient(h_k), mx.stop_gradient(h_n)
-
-
-def shifted_features(t_hn: mx.array) -> mx.array:
-    """Feature input per position: the final normalised hidden state one position back
-    (zeros at the start, as after a fresh prefill)."""
-    return mx.concatenate([mx.zeros_like(t_hn[:, :1]), t_hn[:, :-1]], axis=1)
-
-
-def _head_features(head: DraftHead, t_hn, noise: float = 0.0, key=None):
-    if not head.config.feature_input:
-        return None
-    feat = shifted_features(t_hn)
-    if noise > 0:
-        # The draft chain feeds the head its own (imperfect) predictions: train on
-        # perturbed features so it does not rely on exact ones.
-        rms = mx.sqrt(mx.mean(feat * feat, axis=-1, keepdims=True))
-        feat = feat + noise * rms * mx.random.normal(feat.shape, key=key)
-    return feat
-
-
-def _loss(head: DraftHead, h_k, t_hn, core_w, hidden_weight: float, noise: float = 0.0, key=None,
-          weights=None, unroll: int = 1):
-    """KL to the target's distribution on the core vocabulary plus (1 - cosine) to its
-    final hidden state, averaged over positions with `weights` (B, T) (None: all 1).
-    With `unroll` > 1 a feature-input head is also run on its own predicted features
-    (as inside a draft chain) and each pass adds its loss."""
-    t_logits = t_hn @ core_w.T
-    t_logp = t_logits - mx.logsumexp(t_logits, axis=-1, keepdims=True)
-    t_p = mx.exp(t_logp)
-    t_top = mx.argmax(t_logits, axis=-1)
-    w = mx.ones(t_hn.shape[:2]) if weights is None else weights
-    w_sum = mx.maximum(w.sum(), 1e-6)
-    t_norm = mx.linalg.norm(t_hn, axis=-1)
-    feat = _head_features(head, t_hn, noise, key)
-    passes = unroll if head.config.feature_input else 1
-    loss = 0.0
-    for i in range(passes):
-        s_hn = head(h_k, feat, "causal", None)
-        s_logits = s_hn @ core_w.T
-        s_logp = s_logits - mx.logsumexp(s_logits, axis=-1, keepdims=True)
-        kl = mx.sum(t_p * (t_logp - s_logp), axis=-1)
-        cos = mx.sum(s_hn * t_hn, axis=-1) / (mx.linalg.norm(s_hn, axis=-1) * t_norm + 1e-6)
-        loss = loss + (w * (kl + hidden_weight * (1.0 - cos))).sum() / w_sum
-        if i == 0:
-            first_kl = (w * kl).sum() / w_sum
-            agree = (w * (mx.argmax(s_logits, axis=-1) == t_top)).sum() / w_sum
-        feat = shifted_features(s_hn)
-    return loss / passes, (first_kl, agree)
 
 
 def _init_from(head: DraftHead, hf) -> None:
@@ -167,71 +56,6 @@ def _init_from(head: DraftHead, hf) -> None:
                 f"this run's is {getattr(mine, f)}")
     head.load_weights(list(hf.weights.items()), strict=True)
     mx.eval(head.parameters())
-
-
-def evaluate(model, head: DraftHead, windows: np.ndarray, core_ids: np.ndarray,
-             batch: int = 8) -> dict:
-    """Teacher-forced acceptance proxies on held-out corpus windows (see score_batches)."""
-    teacher = _Teacher(model, head.config.exit_layer)
-
-    def batches():
-        for i in range(0, len(windows), batch):
-            h_k, t_hn = teacher(mx.array(windows[i : i + batch]))
-            yield h_k, t_hn, None
-
-    return score_batches(head, batches(), LayeredModel(model).lm_head_weight, core_ids)
-
-
-def evaluate_features(model, head: DraftHead, hk: np.ndarray, hn: np.ndarray, weights: np.ndarray,
-                      core_ids: np.ndarray, batch: int = 8) -> dict:
-    """The same proxies on stored target states, counting positions with weight > 0."""
-    def batches():
-        for i in range(0, len(hk), batch):
-            yield mx.array(hk[i : i + batch]), mx.array(hn[i : i + batch]), mx.array(weights[i : i + batch])
-
-    return score_batches(head, batches(), LayeredModel(model).lm_head_weight, core_ids)
-
-
-def score_batches(head: DraftHead, batches, W: mx.array, core_ids: np.ndarray) -> dict:
-    """How often the head's top token equals the target's (greedy acceptance), over the
-    full vocabulary and over the static core; the mean of sum(min(p, q)) at temperature
-    1 (sampled acceptance); and, for feature-input heads, the top-1 agreement when every
-    position gets the head's own predicted feature (as inside a draft chain)."""
-    core = mx.array(core_ids)
-    n = tot_full = tot_core = tot_soft = tot_chain = 0.0
-    for h_k, t_hn, w in batches:
-        w = mx.ones(t_hn.shape[:2]) if w is None else (w > 0).astype(mx.float32)
-        s_hn = head(h_k, _head_features(head, t_hn), "causal", None)
-        t_log = t_hn @ W.T
-        s_log = s_hn @ W.T
-        t_top = mx.argmax(t_log, axis=-1)
-        if head.config.feature_input:
-            c_hn = head(h_k, shifted_features(s_hn), "causal", None)
-            chain = (w * (mx.argmax(c_hn @ W.T, axis=-1) == t_top)).sum()
-            tot_chain += chain.item()
-        full = (w * (mx.argmax(s_log, axis=-1) == t_top)).sum()
-        s_core = mx.take(s_log, core, axis=-1)
-        core_top = mx.take(core, mx.argmax(s_core, axis=-1))
-        agree_core = (w * (core_top == t_top)).sum()
-        p = mx.softmax(t_log, axis=-1)
-        q = mx.softmax(s_core, axis=-1)
-        soft = (w * mx.minimum(mx.take(p, core, axis=-1), q).sum(axis=-1)).sum()
-        cnt = w.sum()
-        mx.eval(full, agree_core, soft, cnt)
-        tot_full += full.item()
-        tot_core += agree_core.item()
-        tot_soft += soft.item()
-        n += cnt.item()
-    n = max(n, 1)
-    out = {
-        "top1_agreement_full_vocab": round(tot_full / n, 4),
-        "top1_agreement_core_vocab": round(tot_core / n, 4),
-        "sampled_acceptance_core_t1": round(tot_soft / n, 4),
-        "eval_tokens": int(n),
-    }
-    if head.config.feature_input:
-        out["top1_agreement_chained"] = round(tot_chain / n, 4)
-    return out
 
 
 def _progress(step: int, total: int, t0: float, start_step: int, info: str, unit: str = "step") -> None:
@@ -453,7 +277,7 @@ def train(
             raise
 
     # -- phase 2: train the head on the stored features ------------------------------
-    loss_and_grad = nn.value_and_grad(head, _loss)
+    loss_and_grad = nn.value_and_grad(head, head_loss)
     order = np.random.default_rng(s.seed + 1).permutation(n_train)
     ema = None
     ema_agree = None
