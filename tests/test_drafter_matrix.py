@@ -1,5 +1,8 @@
 """Every drafter x architecture x weight format: greedy speculative output equals plain
-greedy output, over seeds and draft lengths (tiny random models)."""
+greedy output, over seeds and draft lengths (tiny random models). Strict in float32 and
+q4 (float32 scales); in bfloat16 a first divergence may only be a near-tie within the
+dtype's bound (mlxspec/eval/lossless.py; this CPU rounds both paths alike, so the
+bfloat16 outputs are equal here too)."""
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from mlxspec.drafters.draft_model import ModelDrafter
 from mlxspec.drafters.head import HeadDrafter
 from mlxspec.drafters.lookup import LookupDrafter
 from mlxspec.engine import Engine
+from mlxspec.eval.lossless import assert_greedy_lossless
 from mlxspec.head.model import new_head
 from mlxspec.sampling import SamplingParams
 from tiny import CharTokenizer, perturbed_copy, quantize, tiny_model
@@ -52,6 +56,10 @@ def test_greedy_speculative_equals_plain(kind, arch, fmt):
         for k in (1, 4):
             eng = Engine(target, tok, make_drafter(kind, target, float_target), num_draft=k, adaptive=False)
             out = list(eng.stream(prompt, SamplingParams(), max_tokens=24))
-            assert [r.token for r in out] == ref, (seed, k)
+            got = [r.token for r in out]
+            if fmt == "bfloat16":
+                assert_greedy_lossless(target, prompt, ref, got, fmt)
+            else:
+                assert got == ref, (seed, k)
             ran += out[-1].stats.rounds
     assert ran > 0  # speculation ran
