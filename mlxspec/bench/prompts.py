@@ -28,7 +28,48 @@ TOPIC_SWITCH = {
          "thanking her for the knitted scarf."}],
 }
 
-SETS = {"default": DEFAULT, "topic-switch": TOPIC_SWITCH}
+# Code edits, as a coding assistant gets them: the reply rewrites code given in the prompt,
+# so copies from the context (lookup) pay, and a draft model's steps often do not.
+def _edit(task: str, code: str) -> list[dict]:
+    return [{"role": "user", "content": f"{task} Reply with the whole function in one code block.\n\n```python\n{code}```"}]
+
+
+CODE_EDIT = {
+    "add-types": _edit("Add type hints to this function.",
+                       "def merge_counts(a, b):\n    out = dict(a)\n    for key, value in b.items():\n"
+                       "        out[key] = out.get(key, 0) + value\n    return out\n"),
+    "docstring": _edit("Add a docstring to this function.",
+                       "def moving_average(values, window):\n    if window <= 0:\n        raise ValueError('window must be positive')\n"
+                       "    total = sum(values[:window])\n    result = [total / window]\n"
+                       "    for i in range(window, len(values)):\n        total += values[i] - values[i - window]\n"
+                       "        result.append(total / window)\n    return result\n"),
+    "rename": _edit("Rename the variable `tmp` to `buffer` everywhere.",
+                    "def read_chunks(stream, size):\n    tmp = b''\n    while True:\n        data = stream.read(size)\n"
+                    "        if not data:\n            break\n        tmp += data\n        while len(tmp) >= size:\n"
+                    "            yield tmp[:size]\n            tmp = tmp[size:]\n    if tmp:\n        yield tmp\n"),
+    "fix-bug": _edit("Fix the off-by-one bug.",
+                     "def last_n_lines(path, n):\n    with open(path) as f:\n        lines = f.readlines()\n"
+                     "    return lines[len(lines) - n - 1:]\n"),
+    "logging": _edit("Replace the print calls with the logging module.",
+                     "def sync(source, target):\n    print('syncing', source, 'to', target)\n    copied = 0\n"
+                     "    for name in source.list():\n        if name not in target.list():\n"
+                     "            target.put(name, source.get(name))\n            copied += 1\n"
+                     "    print('copied', copied, 'files')\n    return copied\n"),
+    "early-return": _edit("Rewrite this function with early returns instead of nested ifs.",
+                          "def shipping_cost(order):\n    if order is not None:\n        if order.items:\n"
+                          "            if order.total > 100:\n                return 0\n            else:\n"
+                          "                return 5 + len(order.items)\n        else:\n            return 0\n"
+                          "    else:\n        raise ValueError('no order')\n"),
+    "comprehension": _edit("Rewrite the loop as a list comprehension.",
+                           "def squares_of_evens(numbers):\n    result = []\n    for n in numbers:\n"
+                           "        if n % 2 == 0:\n            result.append(n * n)\n    return result\n"),
+    "pathlib": _edit("Use pathlib instead of os.path.",
+                     "import os\n\ndef config_files(root):\n    found = []\n    for name in os.listdir(root):\n"
+                     "        full = os.path.join(root, name)\n        if os.path.isfile(full) and name.endswith('.toml'):\n"
+                     "            found.append(full)\n    return sorted(found)\n"),
+}
+
+SETS = {"default": DEFAULT, "topic-switch": TOPIC_SWITCH, "code-edit": CODE_EDIT}
 
 
 # -- the user's own prompts (`mlxspec bench --prompts FILE|DIR`) ---------------------------

@@ -106,7 +106,7 @@ def _head_drafters(target) -> dict:
 @click.option("--methods", "only", default=None, help="Comma list of method-name substrings to run "
               "(the plain baselines always run).")
 @click.option("--prompts", "prompt_set", default="default", show_default=True, metavar="SET|FILE|DIR",
-              help="A prompt set (default, topic-switch) or your own prompts: a folder with one "
+              help="A prompt set (default, topic-switch, code-edit) or your own prompts: a folder with one "
               "file per prompt (its name is the label), a text file with one prompt per "
               "blank-line-separated block, or a .jsonl file of chats ({\"messages\": [...]} or a "
               "list of messages per line).")
