@@ -192,9 +192,8 @@ class Engine:
             self._room = room  # early-exit rounds gather up to this many tokens
             try:
                 k = gov.plan() if gov is not None and room > 1 else 0
-                free = not k and gov is not None and room > 1 and gov.free_drafts_allowed \
-                    and getattr(self.drafter, "has_free_branches", False)  # copies alone may pay
-                tree, t_draft = steps.draft(self, k or gov.max_k, room, seq, params, rng, free) \
+                free = steps.copies_alone(self, gov, k, room, params, rng)
+                tree, t_draft = steps.draft(self, gov.max_k if free else k, room, seq, params, rng, free) \
                     if k or free else (None, 0.0)
                 if tree is not None and (not gov.worth_verifying(len(tree), tree.depth, free)):
                     tree = None

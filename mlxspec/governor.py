@@ -12,6 +12,12 @@ on a CPU) no draft can win and speculation never starts.
 A drafter that stops early by its own confidence drafts only positions likely to be
 kept, so its measured a is higher and its depth cap longer: no special case.
 
+A drafter with copied branches (lookup, the reply store) beside its own guesses is asked
+each round which pays more: a draft of the copies alone (no draft step, judged on how
+copies did) or its own k-deep draft with the copies merged in (k draft steps, a wider
+verification); the faster by the same model wins, so a long, trusted copy skips the
+draft model's steps.
+
 Behind the model, a measured check: over its last rounds speculation must keep up with
 a plain step (every token a round emitted counted); when it does not it is paused for a
 while (longer each time it keeps losing), then probed again. While speculation is not
@@ -97,6 +103,17 @@ class Governor:
         if not self.adaptive:
             return nodes > 0
         return nodes > 0 and self.expected_tokens(depth, free) > self.cost.ratio(nodes + 1)
+
+    def copies_pay_more(self, copy_depth: int, k: int) -> bool:
+        """Whether a draft of copied tokens alone, `copy_depth` deep, is expected to emit
+        faster than the drafter's own k-deep draft with the copies merged in (which pays
+        k draft steps and verifies both)."""
+        if not self.adaptive or copy_depth <= 0:
+            return False
+        free = self.expected_tokens(copy_depth, free=True)
+        both = max(free, self.expected_tokens(k))
+        return free / self.cost.ratio(copy_depth + 1) >= \
+            both / (self.cost.ratio(k + copy_depth + 1) + k * self.draft_cost)
 
     @property
     def free_drafts_allowed(self) -> bool:

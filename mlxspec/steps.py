@@ -73,6 +73,16 @@ def first_token(engine, logits: mx.array, seq: list[int], params, rng) -> int:
     return pick(_rows(engine, logits[None]), seq, params, rng, check_finite=engine)
 
 
+def copies_alone(engine, gov, k, room, params, rng) -> bool:
+    """Whether this round drafts the copied branches alone, skipping the drafter's own
+    draft steps: when its guesses are not expected to pay (k == 0), or when a copied
+    branch is long and trusted enough to emit faster without them."""
+    d = engine.drafter
+    if gov is None or room <= 1 or not gov.free_drafts_allowed or not getattr(d, "has_free_branches", False):
+        return False
+    return not k or gov.copies_pay_more(d.copy_depth(min(gov.max_k, room - 1), params, rng), k)
+
+
 def draft(engine, k, room, seq, params, rng, free=False) -> tuple[Optional[DraftTree], float]:
     """The drafter's tree (`free`: its copied branches alone), cut to what this call
     may still emit and what the context still holds; None when it proposed nothing."""

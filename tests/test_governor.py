@@ -282,3 +282,79 @@ def test_copies_are_still_verified_while_the_drafters_own_guesses_do_not_pay(fre
         assert out[-1].stats.rounds > 0 and gov.acceptance < 0.5 and gov.free_acceptance != gov.acceptance
     else:
         assert out[-1].stats.rounds == 0
+
+
+def test_copies_pay_more_when_long_and_trusted():
+    gov = calibrated(0.1)
+    gov._kept, gov._missed = 6.0, 6.0  # the drafter's own guesses: about half kept
+    gov._free = [40.0, 2.0]  # copies: nearly always kept
+    gov.draft_cost = 0.3  # a draft model's step: a third of the target's
+    gov._resize()
+    k = gov.plan()
+    assert k > 0
+    assert gov.copies_pay_more(8, k)
+    assert not gov.copies_pay_more(0, k)  # no copy: nothing to skip to
+    gov._free = [2.0, 40.0]  # copies that are rarely right
+    assert not gov.copies_pay_more(8, k)
+    gov._free, gov._kept, gov._missed = [6.0, 6.0], 60.0, 1.0  # a drafter better than its copies
+    gov.draft_cost = 0.01
+    gov._resize()
+    assert not gov.copies_pay_more(1, gov.plan())
+
+
+class CountingStub(HintStub):
+    def __init__(self, hints):
+        super().__init__(hints)
+        self.calls = 0
+
+    def propose(self, k, params, rng, max_nodes=None):
+        self.calls += 1
+        return super().propose(k, params, rng, max_nodes)
+
+
+class OracleCopies(Drafter):
+    """A branch source that copies what the target will say next (as lookup does where
+    the reply repeats its context): copied tokens, no draft step."""
+
+    def __init__(self, future):
+        self.future, self.seq = list(future), []
+
+    def reset(self, tokens, runner=None):
+        self.seq = list(tokens)
+
+    def extend(self, tokens):
+        self.seq += list(tokens)
+
+    def accept(self, kept, nxt):
+        self.seq += list(kept) + [nxt]
+
+    def propose(self, k, params=None, rng=None, max_nodes=None):
+        at = len(self.seq) - self.start
+        return DraftTree.chain(self.future[at:at + 8], guessed=0)
+
+
+def test_a_long_trusted_copy_skips_the_drafters_own_steps(monkeypatch):
+    """Where the copies are long and right, copied branches alone are drafted and the
+    drafter's own (paid) steps skipped; the output stays the plain greedy one. Control:
+    a governor that never prefers copies asks the drafter in every round it plans."""
+    from mlxspec.drafters.compose import Composite
+
+    target = tiny_model(V, layers=2, hidden=48, seed=3)
+    prompt = [5, 9, 14, 2, 7]
+    ref = greedy_reply(target, prompt, 24)
+
+    def run():
+        stub, copies = CountingStub([0.9]), OracleCopies(ref)
+        copies.start = len(prompt)
+        engine = Engine(target, CharTokenizer(V), Composite(stub, [copies]), num_draft=4,
+                        draft_name="stub+copies")
+        engine.cost, engine.plain_step_s = CPU_FLOAT, 0.1
+        out = list(engine.stream(prompt, SamplingParams(), max_tokens=24))
+        assert [r.token for r in out] == ref
+        return stub.calls, out[-1].stats.rounds
+
+    skipping, rounds = run()
+    monkeypatch.setattr(Governor, "copies_pay_more", lambda self, depth, k: False)
+    asked, rounds_ctrl = run()
+    assert rounds > 0 and rounds_ctrl > 0
+    assert skipping < asked / 2

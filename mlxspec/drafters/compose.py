@@ -26,6 +26,7 @@ class Composite(Drafter):
         self.max_nodes = max_nodes
         parts = ([primary.name] if primary else []) + [b.name for b in self.branches]
         self.name = label or "+".join(parts)
+        self._copies = None  # branches found for the current context, reused by the next draft
 
     @property
     def parts(self) -> list[Drafter]:
@@ -35,14 +36,17 @@ class Composite(Drafter):
         return self.primary.make_runner(model) if self.primary else super().make_runner(model)
 
     def reset(self, tokens, runner) -> None:
+        self._copies = None
         for d in self.parts:
             d.reset(tokens, runner)
 
     def extend(self, tokens) -> None:
+        self._copies = None
         for d in self.parts:
             d.extend(tokens)
 
     def accept(self, kept, next_token) -> None:
+        self._copies = None
         for d in self.parts:
             d.accept(kept, next_token)
 
@@ -73,9 +77,18 @@ class Composite(Drafter):
         expected to pay (a head still learning), copied tokens may still."""
         return self._merge(DraftTree(), self._found(k, params, rng), self.max_nodes)
 
+    def copy_depth(self, k, params, rng) -> int:
+        """The longest copied branch (up to k tokens) the next draft would hold."""
+        return max(map(len, self._found(k, params, rng)), default=0)
+
     def _found(self, k, params, rng) -> list[list[int]]:
-        found = [b.propose(k, params, rng).tokens for b in self.branches]
-        return [f for f in found if f]
+        # Asked again in the same context (the engine's copies_alone, then the draft):
+        # the branches found first. A branch's length hardly depends on k (copies run as
+        # far as they are useful) and whatever is drafted is verified.
+        if self._copies is None:
+            found = [b.propose(k, params, rng).tokens for b in self.branches]
+            self._copies = [f for f in found if f]
+        return self._copies
 
     @staticmethod
     def _merge(tree: DraftTree, found, budget: int) -> DraftTree:
