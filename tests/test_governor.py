@@ -316,8 +316,8 @@ class OracleCopies(Drafter):
     """A branch source that copies what the target will say next (as lookup does where
     the reply repeats its context): copied tokens, no draft step."""
 
-    def __init__(self, future):
-        self.future, self.seq = list(future), []
+    def __init__(self, future, start):
+        self.future, self.start, self.seq = list(future), start, []
 
     def reset(self, tokens, runner=None):
         self.seq = list(tokens)
@@ -344,8 +344,7 @@ def test_a_long_trusted_copy_skips_the_drafters_own_steps(monkeypatch):
     ref = greedy_reply(target, prompt, 24)
 
     def run():
-        stub, copies = CountingStub([0.9]), OracleCopies(ref)
-        copies.start = len(prompt)
+        stub, copies = CountingStub([0.9]), OracleCopies(ref, start=len(prompt))
         engine = Engine(target, CharTokenizer(V), Composite(stub, [copies]), num_draft=4,
                         draft_name="stub+copies")
         engine.cost, engine.plain_step_s = CPU_FLOAT, 0.1

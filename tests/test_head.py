@@ -383,8 +383,8 @@ def test_new_learning_rate_reuses_the_teacher_features(tmp_path, monkeypatch):
 
     assert train(model, tok, tmp_path, settings(3e-3), progress=False, stop_after=1) is None
     calls = []
-    real_call = train_mod._Teacher.__call__
-    monkeypatch.setattr(train_mod._Teacher, "__call__", lambda self, x: calls.append(x.shape) or real_call(self, x))
+    real_call = train_mod.Teacher.__call__
+    monkeypatch.setattr(train_mod.Teacher, "__call__", lambda self, x: calls.append(x.shape) or real_call(self, x))
     res = train(model, tok, tmp_path, settings(1e-3), progress=False)
     assert res is not None and res.steps == 4 and res.settings["lr"] == 1e-3
     eval_batches = 1  # 4 eval windows in one batch of 8: the only teacher pass left
@@ -425,7 +425,7 @@ def test_init_from_fine_tunes_an_existing_head(tmp_path):
 
 def test_self_distillation_prompts_are_not_the_benchmark_prompts():
     from mlxspec.bench.prompts import SETS
-    from mlxspec.training.selfgen import default_prompts, extra_prompts, more_prompts
+    from mlxspec.training.prompt_sets import default_prompts, extra_prompts, more_prompts
 
     bench = {m["content"] for chats in SETS.values() for chat in chats.values() for m in chat
              if m["role"] == "user"}

@@ -8,7 +8,8 @@ from mlx_lm.generate import generate_step
 from mlxspec.drafters.head import load_head_drafter
 from mlxspec.errors import InvalidParameterError
 from mlxspec.training.selfgen import generate, generate_batch, load_features
-from mlxspec.training.train import TrainSettings, _Teacher, train
+from mlxspec.training.teacher import Teacher
+from mlxspec.training.train import TrainSettings, train
 from tiny import CharTokenizer, tiny_model
 
 V = 64
@@ -23,7 +24,7 @@ def _greedy(model, prompt, n):
 def test_batched_replies_and_states_equal_one_prompt_at_a_time(arch):
     model = tiny_model(V, layers=4, hidden=32, seed=3, arch=arch, scale=3.0)
     res = generate_batch(model, PROMPTS, exit_layer=2, max_tokens=6, stop_ids=set())
-    teacher = _Teacher(model, 2)
+    teacher = Teacher(model, 2)
     for b, p in enumerate(PROMPTS):
         row = [int(t) for t in res["tokens"][b] if t >= 0]
         assert row[: len(p)] == p and res["prompt_len"][b] == len(p)

@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlxspec.training.selfgen import PROMPT_SETS, generate, write_reply_store
+from mlxspec.training.prompt_sets import PROMPT_SETS
+from mlxspec.training.selfgen import generate, write_reply_store
 
 
 def main(argv=None) -> int:

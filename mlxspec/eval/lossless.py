@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     from mlxspec.drafters.draft_model import ModelDrafter
     from mlxspec.drafters.lookup import LookupDrafter
     from mlxspec.engine import Engine
-    from mlxspec.loading import load_model
+    from mlxspec.errors import MlxspecError, first_line
+    from mlxspec.loading import check_tokenizers, load_model
     from mlxspec.prompting import encode_chat
     from mlxspec.sampling import SamplingParams
 
@@ -120,15 +121,22 @@ def main(argv=None) -> int:
     ap.add_argument("-n", "--max-tokens", type=int, default=64)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
+    if a.max_tokens < 1:
+        ap.error(f"--max-tokens must be at least 1, got {a.max_tokens}")
     dtype = getattr(mx, a.dtype)
-    target = load_model(a.model)
-    target.model.set_dtype(dtype)
-    if a.draft == "lookup":
-        drafter = LookupDrafter()
-    else:
-        d = load_model(a.draft)
-        d.model.set_dtype(dtype)
-        drafter = ModelDrafter(d.model, target.vocab_size)
+    try:
+        target = load_model(a.model)
+        target.model.set_dtype(dtype)
+        if a.draft == "lookup":
+            drafter = LookupDrafter()
+        else:
+            draft = load_model(a.draft)
+            check_tokenizers(target, draft)
+            draft.model.set_dtype(dtype)
+            drafter = ModelDrafter(draft.model, target.vocab_size)
+    except MlxspecError as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 2
     plain_engine = Engine(target.model, target.tokenizer)
     spec_engine = Engine(target.model, target.tokenizer, drafter, adaptive=False)
     rows = []

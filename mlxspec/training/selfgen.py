@@ -29,7 +29,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from mlxspec.training.prompt_sets import PROMPT_SETS, default_prompts, extra_prompts, more_prompts  # noqa: F401 (their names here too)
+from mlxspec.training.prompt_sets import default_prompts
 
 
 def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:

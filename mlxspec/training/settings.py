@@ -43,7 +43,7 @@ class TrainSettings:
 TEACHER_FIELDS = ("exit_layer", "seq_len", "corpus", "corpus_tokens", "seed", "eval_windows", "features")
 
 
-def _teacher_key(key: dict) -> dict:
+def teacher_key(key: dict) -> dict:
     defaults = asdict(TrainSettings())  # fields older checkpoints did not record
     return {k: key.get(k, defaults[k]) for k in TEACHER_FIELDS}
 

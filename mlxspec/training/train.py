@@ -31,10 +31,9 @@ from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_di
 from mlxspec.head.model import DraftHead, default_exit_layer, new_head
 from mlxspec.head.objective import GRAD_CLIP, default_vocab_size, head_loss
 from mlxspec.head.vocab import rank_core
-from mlxspec.training.settings import TrainResult, TrainSettings, _teacher_key
+from mlxspec.training.settings import TrainResult, TrainSettings, teacher_key
 from mlxspec.training.teacher import Teacher, evaluate, evaluate_features
 
-_Teacher = Teacher  # the name tests and older code use
 
 RANK_KEEP = 65536  # ranked ids stored in the head file (core size can change at load)
 
@@ -105,7 +104,7 @@ def train(
         try:
             state = json.loads((ckpt / "state.json").read_text())
             if state.get("key") != key:
-                if _teacher_key(state.get("key") or {}) == _teacher_key(key):
+                if teacher_key(state.get("key") or {}) == teacher_key(key):
                     _log(f"checkpoint {ckpt} has other training settings; keeping its teacher "
                          "features, training a new head")
                     fresh_head = True
@@ -216,7 +215,7 @@ def train(
             if old.name not in files.values():
                 old.unlink(missing_ok=True)
 
-    teacher = _Teacher(model, s.exit_layer)
+    teacher = Teacher(model, s.exit_layer)
     W = lm.lm_head_weight
     core_w = W[mx.array(core_ids)]
     d = lm.hidden_size
