@@ -164,6 +164,10 @@ class Engine:
         self._traffic = host.snapshot()
         self._decode_traffic, self._steps = None, 0
         t0 = time.perf_counter()
+        if use_drafter and self.verify_mode == "early-exit":
+            from mlxspec.hierarchy import prepare
+
+            prepare(self)  # the trained exit hears the prompt too
         logits = self._prefill(prompt, on_prefill)
         seq = list(prompt)
         self.prefill_stats = (len(prompt), 0.0)

@@ -258,7 +258,7 @@ def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", look
     if engine_kwargs.get("num_draft") == 0:
         draft = "none"  # no drafts: load no drafter
     drafter = build_drafter(target, draft, lookup=lookup, adapt=adapt)
-    return Engine(
+    engine = Engine(
         target.model,
         target.tokenizer,
         drafter,
@@ -268,6 +268,11 @@ def load_engine(model: Optional[str] = None, draft: Optional[str] = "auto", look
         cost_path=target.path / ".mlxspec-costs.json",
         **engine_kwargs,
     )
+    if engine.verify_mode == "early-exit":  # the trained exit learns across sessions
+        from mlxspec.hierarchy.exit_store import exit_path
+
+        engine.exit_path = exit_path(target.path)
+    return engine
 
 
 def _pipelined(target: LoadedModel, group, draft: Optional[str]) -> Optional[str]:

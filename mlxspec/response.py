@@ -150,3 +150,7 @@ def responses(engine, events: Iterable, stop: Sequence[str] = ()) -> Iterator[Ge
         end_reply = getattr(drafter, "end_reply", None)
         if ended and end_reply is not None and stats.method != "plain":
             end_reply(stats, engine.prefill_stats[1] + time.perf_counter() - t_gen)
+        if ended and getattr(engine, "verify_mode", None) == "early-exit":
+            from mlxspec.hierarchy import reply_ended
+
+            reply_ended(engine)  # the trained exit learns from this reply

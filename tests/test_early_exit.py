@@ -145,6 +145,7 @@ def ee_counts(model, drafter, params, k=3, tentative=4, samples=SAMPLES):
 
     eng = Engine(model, CharTokenizer(V_E), drafter, num_draft=k, adaptive=False, verify="early-exit")
     eng.tentative_length = tentative
+    eng.trained_exit = False  # the untrained exit here (test_trained_exit.py: the trained one)
     counts, rounds, _ = engine_counts(eng, params, samples, max_tokens=tentative + 1)
     return counts, rounds
 

@@ -16,6 +16,9 @@ from typing import Callable, Optional
 from mlxspec.bench.session_prompts import DOMAINS
 
 METHODS = ("plain", "lookup", "frozen", "adapting", "adapting-static", "adapting+lookup", "draft")
+EE = ":ee"  # a method's suffix: the same drafter under early-exit verification with the trained exit
+_EE_KEYS = ("exit_layer", "exit_agreement", "full_verifications", "full_emitted", "tentative_verified",
+            "full_accepted", "single_level_rounds")
 
 
 def session(per_domain: Optional[int] = None) -> list[tuple[str, str]]:
@@ -48,7 +51,8 @@ def _one(engine, text: str, max_tokens: int, think_s: float) -> dict:
             "rounds": s.rounds, "drafted": s.drafted, "accepted": s.accepted,
             "adapt_s": round(t_end - t_last + idle.get("seconds", 0.0), 3),
             "steps": upd.get("steps", 0) + idle.get("steps", 0),
-            "reply_s": round(t_last - t0, 3), "output": tokens}
+            "reply_s": round(t_last - t0, 3), "output": tokens,
+            **{k: s.extra[k] for k in _EE_KEYS if k in s.extra}}
 
 
 def replay(engines: dict, prompts: list[tuple[str, str]], max_tokens: int = 48, think_s: float = 0.0,
@@ -77,6 +81,8 @@ def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optiona
     from mlxspec.loading import _model_drafter, _suggested_draft, with_branches
 
     drafter = None
+    verify = "early-exit" if method.endswith(EE) else "exact"
+    method = method[: -len(EE)] if method.endswith(EE) else method
     if method == "lookup":
         drafter = with_branches(target, None)
     elif method == "draft":
@@ -98,7 +104,7 @@ def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optiona
         if method.endswith("+lookup"):
             drafter = with_branches(target, drafter, store=False)
     return Engine(target.model, target.tokenizer, drafter, model_name=target.name, adaptive=governor,
-                  max_context=target.max_context, cost_path=target.path / ".mlxspec-costs.json")
+                  max_context=target.max_context, cost_path=target.path / ".mlxspec-costs.json", verify=verify)
 
 
 def summary(rows: dict) -> dict:
@@ -114,6 +120,11 @@ def summary(rows: dict) -> dict:
             half = mine[len(mine) // 2:]
             per[d] = {"acceptance": round(sum(r["accepted"] for r in half) / max(1, sum(r["drafted"] for r in half)), 4),
                       "tok_s": round(sum(r["tok_s"] for r in half) / len(half), 2)}
+            if any("exit_layer" in r for r in half):  # early-exit: the trained exit's measured agreement
+                full = sum(r.get("full_verifications", 0) for r in half)
+                per[d].update(exit_agreement=half[-1].get("exit_agreement"), exit_layer=half[-1].get("exit_layer"),
+                              full_verifications=full, tokens_per_full=round(
+                                  sum(r.get("full_emitted", 0) for r in half) / full, 3) if full else None)
         item = {"second_half": per}
         if ref:
             third = len(rs) - len(rs) // 3
@@ -163,9 +174,12 @@ def main(argv=None) -> None:
                 engines[m] = eng
 
         def show(method, row):
+            ee = (f" exit@{row['exit_layer']} agree {row.get('exit_agreement', 0):.2f} "
+                  f"full {row.get('full_verifications', 0)} single {row.get('single_level_rounds', 0)}"
+                  if "exit_layer" in row else "")
             print(f"{method:16s} {row['i']:2d} {row['domain']:8s} acc {row['acceptance']:.2f} "
                   f"len {row['mean_len']:.2f} {row['tok_s']:6.2f} tok/s adapt {row['adapt_s']:.2f}s "
-                  f"({row['steps']} steps)", file=sys.stderr, flush=True)
+                  f"({row['steps']} steps){ee}", file=sys.stderr, flush=True)
 
         t0 = time.perf_counter()
         rows = replay(engines, session(a.per_domain), a.max_tokens, a.think, show)

@@ -31,8 +31,11 @@ def _prompts(spec: str) -> dict:
 @click.option("--budget", type=float, default=1.0, show_default=True,
               help="Training seconds per second of reply.")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Passes over the prompts.")
+@click.option("--exit", "train_exit", is_flag=True,
+              help="Train the early exit too (replies verified with --verify early-exit; the exit learns "
+              "from every forward and is saved under the model's exits/).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def adapt(model, prompt_spec, max_tokens, budget, epochs, as_json):
+def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
     """Adapt MODEL's draft head on replies to your prompts (starting one if it has none)."""
     import json
     import math
@@ -49,7 +52,7 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, as_json):
     if not 1 <= epochs <= 1000:
         raise InvalidParameterError(f"--epochs must be in 1..1000, got {epochs}")
     chats = _prompts(prompt_spec)  # bad prompts fail before the model loads
-    engine = mlxspec.load(model, "head", adapt=True)
+    engine = mlxspec.load(model, "head", adapt=True, verify="early-exit" if train_exit else "exact")
     from mlxspec.drafters.adaptive import adaptive_part
 
     head = adaptive_part(engine.drafter)
@@ -77,12 +80,19 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, as_json):
                "acceptance_first": round(sum(acc[:third]) / third, 4) if acc else None,
                "acceptance_last": round(sum(acc[-third:]) / third, 4) if acc else None,
                "head": str(a.model_dir / "heads" / "adapted.safetensors"), "interrupted": interrupted}
+    ex = getattr(engine, "_early_exit", None)
+    if train_exit and ex is not None and ex.exit is not None:
+        summary["exit"] = {**ex.exit.summary(), "path": str(engine.exit_path)}
     if as_json:
         click.echo(json.dumps(summary))
     else:
         trend = (f", acceptance {summary['acceptance_first']:.0%} -> {summary['acceptance_last']:.0%}"
                  if acc else "")
         click.echo(f"{done} replies, {summary['updates']} updates{trend}; head: {summary['head']}", err=True)
+        if "exit" in summary:
+            agree = ", ".join(f"layer {m} {a:.0%}" for m, a in summary["exit"]["agreement"].items())
+            click.echo(f"trained exit: {summary['exit']['rows']} rows, agreement {agree}; {summary['exit']['path']}",
+                       err=True)
     if interrupted:
         click.echo("Interrupted: the head keeps its last saved state.", err=True)
         sys.exit(130)

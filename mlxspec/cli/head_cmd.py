@@ -52,9 +52,10 @@ def info_cmd(model_spec, as_json):
     """The model's heads with sizes, and what adaptation has done (tokens seen, updates,
     per-reply acceptance, oldest first)."""
     from mlxspec.adapt.state import info
+    from mlxspec.hierarchy import exit_store
 
     path = _model_dir(model_spec)
-    out = {"model": path.name, **info(path)}
+    out = {"model": path.name, **info(path), "exit": exit_store.info(path)}
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))
         return
@@ -63,6 +64,7 @@ def info_cmd(model_spec, as_json):
         click.echo("  no draft heads")
     for h in out["heads"]:
         click.echo(f"  head {h['name']:<24} {_size(h['bytes']):>9}" + ("  (adapted)" if h["adapted"] else ""))
+    _exit_line(out["exit"])
     if "error" in out:
         click.echo(f"warning: {out['error']}", err=True)
     if not out["adapted"]:
@@ -80,13 +82,30 @@ def info_cmd(model_spec, as_json):
                + (f"; started from head {out['base']}" if out["base"] else ""))
 
 
+def _exit_line(ex) -> None:
+    if ex is None:
+        click.echo("  trained exit: none yet (it learns under --verify early-exit)")
+        return
+    if "error" in ex:
+        click.echo(f"warning: {ex['error']}", err=True)
+    agree = ", ".join(f"layer {m} {a:.0%}" for m, a in sorted(ex.get("agreement", {}).items(), key=lambda x: int(x[0])))
+    click.echo(f"  trained exit {_size(ex['bytes']):>9}  {ex.get('rows', 0)} rows, {ex.get('fits', 0)} fits"
+               + (f"; agreement with the target: {agree}" if agree else ""))
+
+
 @head.command("reset")
 @click.option("-m", "--model", "model_spec", default=None, help="Model: registry name or folder (default: the default model).")
 def reset_cmd(model_spec):
-    """Remove the adapted head and its adaptation state (trained heads stay)."""
+    """Remove the adapted head, its adaptation state and the trained exit (trained heads stay)."""
     from mlxspec.adapt.state import reset
+    from mlxspec.atomic import discard_dir
+    from mlxspec.hierarchy.exit_store import exit_path
 
     path = _model_dir(model_spec)
+    exits = exit_path(path).parent
+    if exits.is_dir() and not exits.is_symlink():
+        discard_dir(exits)
+        click.echo(f"removed the trained exit of {path.name} ({exits})")
     removed = reset(path)
     if removed:
         click.echo(f"removed the adapted head of {path.name} and its state ({len(removed)} entries under {path / 'heads'})")

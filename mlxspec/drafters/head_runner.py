@@ -24,7 +24,8 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
 from mlxspec.runtime.layered import LayeredModel
-from mlxspec.runtime.tree_attention import ancestor_matrix, compact, tree_block, tree_mask
+from mlxspec.runtime.exit_tap import run_split
+from mlxspec.runtime.tree_attention import ancestor_matrix, compact, tree_mask
 from mlxspec.head.model import DraftHead
 from mlxspec.runtime.target import TargetRunner
 
@@ -109,11 +110,6 @@ class HeadTargetRunner(TargetRunner):
             self._pend_par.append(flat_parents[len(flat_parents) - n + b])
         return y[0]
 
-    def _tree_layers(self, h: mx.array, lo: int, hi: int, mask: mx.array, pos: mx.array) -> mx.array:
-        for i in range(lo, hi):
-            h = tree_block(self.lm.layers[i], h, mask, self.cache[i], pos)
-        return h
-
     def _take_pending(self, tokens: list[int], parents: list[int]) -> list[mx.array]:
         """The layer-k states of the leading `tokens` (with these parents) that the draft
         already fed, in the same tree shape; the lower layers are rewound past them and
@@ -137,13 +133,23 @@ class HeadTargetRunner(TargetRunner):
         if j < len(tokens):
             parts.append(self._lower(tokens[j:]))
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
-        hn = self.lm.norm(self.lm.run_layers(h_low, self.k, self.lm.num_layers, self.cache))
+        hn = self._upper(h_low, lambda x, a, b: self.lm.run_layers(x, a, b, self.cache))
         self._rebuild_head(start, h_low, hn)
         out = self.lm.logits(hn[:, -1:] if last_only else hn)[0].astype(mx.float32)
         # the logits stay unevaluated (the engine reads ids); the head's state is computed meanwhile
         mx.async_eval(self._feats, self.head_cache.keys, self.head_cache.values)
         self.length += len(tokens)
         return out
+
+    def _upper(self, h_low: mx.array, step) -> mx.array:
+        """Layers k..L-1 from the layer-k states through `step`, normalised; the tapped
+        layers' states go to the exit tap."""
+        tap = self.exit_tap
+        h, states = run_split(h_low, self.k, self.lm.num_layers, tap.layers if tap else (), step)
+        hn = self.lm.norm(h)
+        if states:
+            tap.observe(states, hn, self.in_prefill)
+        return hn
 
     # -- tree verification (greedy) ---------------------------------------------------
     def forward_tree(self, tokens: list[int], parents: list[int]) -> mx.array:
@@ -163,7 +169,8 @@ class HeadTargetRunner(TargetRunner):
             parts.append(self._tree_layers(self.lm.embed(tokens[j:]), 0, self.k, tree_mask(start, anc[j:]), pos[j:]))
             self.low_len += len(tokens) - j
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
-        hn = self.lm.norm(self._tree_layers(h_low, self.k, self.lm.num_layers, tree_mask(start, anc), pos))
+        mask = tree_mask(start, anc)
+        hn = self._upper(h_low, lambda x, a, b: self._tree_layers(x, a, b, mask, pos))
         out = self.lm.logits(hn)[0].astype(mx.float32)
         mx.async_eval(hn, h_low)
         self._tree = (start, h_low, hn)

@@ -1,6 +1,6 @@
 """Early-exit verification (HiSpec): a middle level inside the target between the draft
 and the full verification (loop.py), its policy (policy.py); the exit layer's runner
 is mlxspec/runtime/early_exit.py."""
-from mlxspec.hierarchy.loop import early_exit_round
+from mlxspec.hierarchy.loop import early_exit_round, prepare, reply_ended
 
-__all__ = ["early_exit_round"]
+__all__ = ["early_exit_round", "prepare", "reply_ended"]

@@ -42,6 +42,7 @@ class ExitPolicy:
         self.mid_share = mid_share  # fraction of the target's layers the middle level runs
         self.max_len = max(_MIN_LEN, int(max_len))
         self.adaptive = adaptive
+        self.prior = _PRIOR_AGREE  # the agreement expected before any full pass (a trained exit's, measured)
         self._kept = self._missed = 0.0
         self.tent_s: Optional[float] = None  # seconds per tentative token
         self.full_unit_s: Optional[float] = None  # full-pass seconds / cost ratio of its length
@@ -51,7 +52,7 @@ class ExitPolicy:
     # -- the model -------------------------------------------------------------------
     @property
     def agreement(self) -> float:
-        a = _PRIOR_AGREE * _PRIOR_WEIGHT + self._kept
+        a = self.prior * _PRIOR_WEIGHT + self._kept
         return a / (_PRIOR_WEIGHT + self._kept + self._missed)
 
     def expected(self, n: int) -> float:

@@ -13,7 +13,7 @@ def counters(extra: dict) -> Optional[dict]:
     """The early-exit counters of one reply's SpecStats.extra (None: no early-exit round)."""
     if "exit_layer" not in extra:
         return None
-    return {k: extra.get(k, 0) for k in _SUMMED + ("exit_layer",)}
+    return {k: extra.get(k, 0) for k in _SUMMED + ("exit_layer",)} | {"exit_agreement": extra.get("exit_agreement")}
 
 
 def summed(runs: list) -> Optional[dict]:
@@ -21,7 +21,8 @@ def summed(runs: list) -> Optional[dict]:
     if not runs:
         return None
     out = {k: sum(r.get(k, 0) for r in runs) for k in _SUMMED}
-    out["exit_layer"] = runs[0].get("exit_layer")
+    out["exit_layer"] = runs[-1].get("exit_layer")
+    out["exit_agreement"] = runs[-1].get("exit_agreement")  # the trained exit's, measured before the last run
     full = out["full_verifications"]
     out["tokens_per_full"] = round(out["full_emitted"] / full, 3) if full else None
     total = sum(out[k] for k in STAGES)
@@ -34,6 +35,8 @@ def summed(runs: list) -> Optional[dict]:
 def describe(s: dict) -> str:
     full = s["full_verifications"]
     parts = [f"exit layer {s['exit_layer']}", f"{full} full verifications"]
+    if s.get("exit_agreement") is not None:
+        parts[0] += f" (trained, agreement {s['exit_agreement']:.0%})"
     if full:
         parts.append(f"{s['tokens_per_full']:.2f} tokens per full")
         checked = s["intermediate_checked"]

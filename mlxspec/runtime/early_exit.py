@@ -19,6 +19,7 @@ from typing import Optional
 
 import mlx.core as mx
 
+from mlxspec.runtime.exit_tap import tapped_layers
 from mlxspec.tree import chain_parents
 
 
@@ -29,11 +30,15 @@ def default_exit_layer(num_layers: int, draft_layer: int = 0) -> int:
 
 
 class ExitLevels:
-    def __init__(self, runner, exit_layer: Optional[int] = None):
+    """`exit`: None (the untrained exit: the target's final norm and LM head on layer-m
+    states), or a trained one with `state(m, h_m)` -> the normalised state the LM head
+    reads and the tap protocol (runtime/exit_tap.py), which hears the full pass."""
+
+    def __init__(self, runner, exit_layer: Optional[int] = None, exit=None):
         lm = runner.lm
         if lm is None:
             raise ValueError("early-exit verification needs layer access to the target")
-        self.runner, self.lm = runner, lm
+        self.runner, self.lm, self.exit = runner, lm, exit
         self.k = int(getattr(runner, "k", 0))  # layers a head drafter shares (0: none)
         L = lm.num_layers
         self.m = default_exit_layer(L, self.k) if exit_layer is None else int(exit_layer)
@@ -68,7 +73,8 @@ class ExitLevels:
         else:
             h_k = lm.embed(tokens)
         h_m = lm.run_layers(h_k, self.k, self.m, run.cache)
-        out = lm.logits(lm.norm(h_m))[0].astype(mx.float32)  # unevaluated: the loop reads ids
+        hx = lm.norm(h_m) if self.exit is None else self.exit.state(self.m, h_m)
+        out = lm.logits(hx)[0].astype(mx.float32)  # unevaluated: the loop reads ids
         mx.async_eval(h_m)
         self._last = (h_k if self.k else None, h_m)
         self.mid += len(tokens)
@@ -98,7 +104,10 @@ class ExitLevels:
         h_m = self._hm[0] if len(self._hm) == 1 else mx.concatenate(self._hm, axis=1)
         if h_m.shape[1] != self.pending:
             raise RuntimeError("the kept layer-m states do not match the tentative positions")
-        hn = lm.norm(lm.run_layers(h_m, self.m, lm.num_layers, run.cache))
+        if self.exit is None:
+            hn = lm.norm(lm.run_layers(h_m, self.m, lm.num_layers, run.cache))
+        else:  # the trained exit learns from this pass too
+            hn = tapped_layers(lm, h_m, self.m, lm.num_layers, run.cache, self.exit)
         out = lm.logits(hn)[0].astype(mx.float32)
         mx.async_eval(hn)
         self._hn = hn

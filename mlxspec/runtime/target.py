@@ -8,6 +8,8 @@ from typing import Callable, Optional
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
+from mlxspec.runtime.exit_tap import run_split, tapped_layers
+
 # Architectures whose logits are exactly lm_head(model.model(x)) (no soft-capping etc.).
 _PLAIN_HEAD_ARCHS = {"llama", "qwen2", "qwen3", "mistral"}
 
@@ -28,6 +30,8 @@ class TargetRunner:
         self.length = 0  # tokens held in the cache
         self._layered = None
         self._tree_start: Optional[int] = None
+        self.exit_tap = None  # an observer of tapped layer states (runtime/exit_tap.py)
+        self.in_prefill = False  # what the tap hears is the prompt's
 
     # -- layered execution, for trees ---------------------------------------------------
     @property
@@ -59,12 +63,16 @@ class TargetRunner:
         if not tokens:
             raise ValueError("prefill needs at least one token")
         done = 0
-        while done < len(tokens):
-            piece = tokens[done : done + chunk_size]
-            done += len(piece)
-            last = self._hidden_last(piece, project=done == len(tokens))
-            if progress:
-                progress(done, len(tokens))
+        self.in_prefill = True
+        try:
+            while done < len(tokens):
+                piece = tokens[done : done + chunk_size]
+                done += len(piece)
+                last = self._hidden_last(piece, project=done == len(tokens))
+                if progress:
+                    progress(done, len(tokens))
+        finally:
+            self.in_prefill = False
         return last
 
     def _hidden_last(self, tokens: list[int], project: bool = False) -> mx.array:
@@ -76,6 +84,14 @@ class TargetRunner:
             head = inner.embed_tokens.as_linear  # tied embeddings
         if getattr(self.model, "model_type", None) not in _PLAIN_HEAD_ARCHS:
             return self.forward(tokens)[-1]
+        if self.exit_tap is not None and self.lm is not None:
+            lm = self.lm
+            hn = tapped_layers(lm, lm.embed(tokens), 0, lm.num_layers, self.cache, self.exit_tap, prompt=True)
+            self.length += len(tokens)
+            if not project:
+                mx.eval(hn)
+                return hn[0, -1]
+            return lm.logits(hn[:, -1:])[0, -1].astype(mx.float32)
         h = inner(mx.array(tokens, dtype=mx.uint32)[None], cache=self.cache)
         self.length += len(tokens)
         if not project:
@@ -88,7 +104,12 @@ class TargetRunner:
         """Logits (T, V) in float32 for `tokens` (ids, or a 1-d array of them still on
         the device) appended to the cache; not evaluated (they stay on the device)."""
         x = tokens.astype(mx.uint32) if isinstance(tokens, mx.array) else mx.array(tokens, dtype=mx.uint32)
-        out = self.model(x[None], cache=self.cache)[0]
+        if self.exit_tap is not None and self.lm is not None:
+            lm = self.lm
+            out = lm.logits(tapped_layers(lm, lm.embed(x), 0, lm.num_layers, self.cache, self.exit_tap,
+                                          prompt=self.in_prefill))[0]
+        else:
+            out = self.model(x[None], cache=self.cache)[0]
         if last_only:
             out = out[-1:]
         self.length += len(tokens)
@@ -98,18 +119,28 @@ class TargetRunner:
         """Logits (1 + N, V) for a draft tree: tokens[0] is the root (the last verified
         token) and tokens[1 + i] node i, a child of parents[i] (-1: of the root).
         Nothing is kept until accept_tree(path)."""
-        from mlxspec.runtime.tree_attention import tree_block, tree_inputs
+        from mlxspec.runtime.tree_attention import tree_inputs
 
         lm = self.lm
         start = self.length
         pos, mask = tree_inputs(start, parents)
         h = lm.embed([int(t) for t in tokens])
-        for i, layer in enumerate(lm.layers):
-            h = tree_block(layer, h, mask, self.cache[i], pos)
-        out = lm.logits(lm.norm(h))[0].astype(mx.float32)
+        h, states = run_split(h, 0, lm.num_layers, self.exit_tap.layers if self.exit_tap else (),
+                              lambda x, a, b: self._tree_layers(x, a, b, mask, pos))
+        hn = lm.norm(h)
+        if states:
+            self.exit_tap.observe(states, hn, self.in_prefill)
+        out = lm.logits(hn)[0].astype(mx.float32)
         self._tree_start = start
         self.length += len(tokens)
         return out
+
+    def _tree_layers(self, h: mx.array, lo: int, hi: int, mask: mx.array, pos: mx.array) -> mx.array:
+        from mlxspec.runtime.tree_attention import tree_block
+
+        for i in range(lo, hi):
+            h = tree_block(self.lm.layers[i], h, mask, self.cache[i], pos)
+        return h
 
     def accept_tree(self, path: list[int]) -> None:
         """Keep the root and the accepted nodes (flat indices into forward_tree's tokens,
