@@ -130,6 +130,7 @@ SMOL = HERE.parent / "models" / "smollm2-135m-instruct"
 
 
 @pytest.mark.real
+@pytest.mark.slow  # 80 s on 2 cores; the tiny-model cases above run by default (make test-all runs this)
 @pytest.mark.skipif(not (SMOL / "config.json").exists(), reason="smollm2-135m-instruct not pulled")
 def test_real_smollm2_over_two_ranks_equals_one_process(tmp_path):
     """Greedy (seeded sampling is compared on the tiny models with a fixed draft length:

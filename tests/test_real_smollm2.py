@@ -78,7 +78,8 @@ EDIT_PROMPT = ("Repeat this code exactly, with `total` renamed to `acc`:\n"
                "def add_all(xs):\n    total = 0\n    for x in xs:\n        total += x\n    return total\n")
 
 
-@pytest.mark.parametrize("fmt", ["float32", "q4"])
+# q4 costs a minute here (quantized matmuls cost n tokens on this CPU): make test-all
+@pytest.mark.parametrize("fmt", ["float32", pytest.param("q4", marks=pytest.mark.slow)])
 def test_prompt_lookup_equals_plain_on_real_model(smol, fmt):
     """`--draft lookup` on the real model, as pulled and as a 4-bit copy quantized here
     with mlx-lm's own quantizer: greedy output equals plain decoding, and copied

@@ -12,6 +12,7 @@ from conftest import REPO
 MODEL_DIR = REPO / "models" / "smollm2-135m-instruct"
 pytestmark = [
     pytest.mark.real,
+    pytest.mark.slow,  # three minutes on 2 cores: make test-all (the default suite keeps the tiny-model adaptation tests)
     pytest.mark.skipif(not (MODEL_DIR / "config.json").exists(), reason="smollm2-135m-instruct not pulled"),
 ]
 

@@ -135,7 +135,10 @@ class ExitAdapter:
         for m in self.layers:
             lam = self.prior_rows * float(mx.trace(self.G[m])) / (self.rows * (d + 1))
             lam = max(lam, 1e-6)
-            self.W[m] = mx.linalg.solve(self.G[m] + lam * eye, self.B[m] + lam * W0, stream=mx.cpu)
+            # G + lam I is symmetric positive definite: Cholesky, 3-5x faster than a general solve
+            C = mx.linalg.cholesky(self.G[m] + lam * eye, stream=mx.cpu)
+            Y = mx.linalg.solve_triangular(C, self.B[m] + lam * W0, upper=False, stream=mx.cpu)
+            self.W[m] = mx.linalg.solve_triangular(C.T, Y, upper=True, stream=mx.cpu)
         mx.eval(list(self.W.values()))
         self.fits += 1
         return True
