@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import mlxspec.hierarchy.loop as loop
+import mlxspec.hierarchy.state as state
 from mlxspec.drafters.head_runner import HeadTargetRunner
 from mlxspec.engine import Engine
 from mlxspec.head.model import new_head
@@ -122,7 +123,7 @@ def test_greedy_with_the_trained_exit_equals_plain_while_it_refits():
 def trained_engine(model, drafter, params):
     eng = Engine(model, CharTokenizer(V_E), drafter, num_draft=3, adaptive=False, verify="early-exit")
     eng.tentative_length = 4
-    st = eng.__dict__.setdefault("_early_exit", loop._State())
+    st = eng.__dict__.setdefault("_early_exit", state.ExitState())
     st.exit = ExitAdapter(LayeredModel(model), [1], prior_rows=1.0)
     rng = np.random.default_rng(5)  # a start far from the untrained exit: the checks differ
     h = mx.array(rng.normal(0, 2, (1, 200, 16)).astype(np.float32))

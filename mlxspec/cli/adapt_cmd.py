@@ -80,9 +80,11 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
                "acceptance_first": round(sum(acc[:third]) / third, 4) if acc else None,
                "acceptance_last": round(sum(acc[-third:]) / third, 4) if acc else None,
                "head": str(a.model_dir / "heads" / "adapted.safetensors"), "interrupted": interrupted}
-    ex = getattr(engine, "_early_exit", None)
-    if train_exit and ex is not None and ex.exit is not None:
-        summary["exit"] = {**ex.exit.summary(), "path": str(engine.exit_path)}
+    from mlxspec.hierarchy.state import trained_exit
+
+    ex = trained_exit(engine) if train_exit else None
+    if ex is not None:
+        summary["exit"] = {**ex.summary(), "path": str(engine.exit_path)}
     if as_json:
         click.echo(json.dumps(summary))
     else:

@@ -27,10 +27,7 @@ from typing import Optional
 import mlx.core as mx
 
 from mlxspec.device_sampling import probs_rows
-from mlxspec.hierarchy import exit_store
-from mlxspec.hierarchy.exit_adapter import ExitAdapter, candidate_layers
-from mlxspec.hierarchy.policy import ExitPolicy
-from mlxspec.runtime.early_exit import ExitLevels
+from mlxspec.hierarchy.state import exit_stats, flat_costs, engine_state
 from mlxspec.runtime.host import to_host
 from mlxspec.tree import DraftTree, chain_parents
 from mlxspec.verify import verify
@@ -38,106 +35,6 @@ from mlxspec.verify import verify
 COUNTERS = ("intermediate_checks", "intermediate_checked", "intermediate_rejected", "full_verifications", "tentative_verified",
             "full_accepted", "single_level_rounds", "drafter_resets")
 STAGES = ("draft_s", "intermediate_s", "full_s", "single_s")  # single_s: the single-level rounds
-
-
-class _State:
-    """What an engine keeps between early-exit rounds: the levels over its runner, the
-    policy (its measurements carry from reply to reply) and the trained exit."""
-
-    def __init__(self):
-        self.levels: Optional[ExitLevels] = None
-        self.policy: Optional[ExitPolicy] = None
-        self.exit: Optional[ExitAdapter] = None
-        self.unsupported = False
-
-
-def _state(engine) -> Optional[_State]:
-    st = engine.__dict__.setdefault("_early_exit", _State())
-    if st.unsupported:
-        return None
-    new_reply = "exit_layer" not in engine.verify_stats
-    if st.levels is None or st.levels.runner is not engine.runner:
-        lm = engine.runner.lm
-        if lm is None:
-            st.unsupported = True
-            return None
-        if st.exit is None and getattr(engine, "trained_exit", True):
-            try:
-                st.exit = open_exit(engine, lm, int(getattr(engine.runner, "k", 0)))
-            except ValueError:
-                st.exit = None
-        engine.runner.exit_tap = st.exit  # every forward teaches it (runtime/exit_tap.py)
-        st.levels = None
-        for d in getattr(engine.drafter, "parts", [engine.drafter]):
-            if hasattr(d, "tree_width"):  # the middle level checks chains (README: trees)
-                d.tree_width = 1
-    if st.exit is not None and (new_reply or st.levels is None):
-        _between_replies(engine, st)
-    if st.levels is None:
-        try:
-            m = getattr(engine, "exit_layer", None) or (st.exit.choose(engine.cost or _flat()) if st.exit else None)
-            st.levels = ExitLevels(engine.runner, m, st.exit)
-        except ValueError:
-            st.unsupported = True
-            return None
-        share = st.levels.m / st.levels.lm.num_layers
-        if st.policy is None or st.policy.mid_share != share:  # a new runner at the same layer keeps it
-            fixed = getattr(engine, "tentative_length", None)
-            st.policy = ExitPolicy(share, adaptive=engine.adaptive and fixed is None)
-        if st.exit is not None:
-            st.policy.prior = st.exit.agreement[st.levels.m].value
-    st.levels.mid = engine.runner.length  # plain steps moved the runner since
-    return st
-
-
-def open_exit(engine, lm, above: int) -> ExitAdapter:
-    """The engine's trained exit: its fixed layer or the candidates above the head's
-    layers, loaded from `engine.exit_path` when it has one."""
-    fixed = getattr(engine, "exit_layer", None)
-    ad = ExitAdapter(lm, [fixed] if fixed else candidate_layers(lm.num_layers, above))
-    path = getattr(engine, "exit_path", None)
-    if path is not None:
-        exit_store.load(path, ad, lm.fingerprint())
-    return ad
-
-
-def prepare(engine) -> None:
-    """Before a reply's prefill: the trained exit is in place (refit on the last reply,
-    its tap on the runner), so it learns from the prompt too."""
-    st = _state(engine)
-    if st is not None:
-        _exit_stats(engine.verify_stats, st)
-
-
-def _exit_stats(stats: dict, st) -> None:
-    stats.setdefault("exit_layer", st.levels.m)
-    if st.exit is not None:
-        stats.setdefault("exit_agreement", round(st.exit.agreement[st.levels.m].value, 4))
-        stats.setdefault("exit_rows", st.exit.rows)
-
-
-def reply_ended(engine) -> None:
-    """After a reply (response.responses): the trained exit learns from it now, so a
-    one-shot `generate` keeps what it taught."""
-    st = engine.__dict__.get("_early_exit")
-    if st is not None and st.exit is not None:
-        _between_replies(engine, st)
-
-
-def _between_replies(engine, st) -> None:
-    """Refit the trained exit on what the last reply taught it, save it, and move the
-    middle level to the layer that now pays best (a new policy for a new layer)."""
-    if not st.exit.refit():
-        return
-    path = getattr(engine, "exit_path", None)
-    if path is not None:
-        exit_store.save(path, st.exit, st.levels.lm.fingerprint() if st.levels else engine.runner.lm.fingerprint())
-    if st.levels is None or getattr(engine, "exit_layer", None):
-        return
-    if st.exit.choose(engine.cost or _flat()) != st.levels.m:
-        st.levels = None  # rebuilt at the chosen layer, with a policy of its own
-    elif st.policy is not None:
-        st.policy.prior = st.exit.agreement[st.levels.m].value
 
 
 def _chain(tree: DraftTree, greedy: bool) -> DraftTree:
@@ -176,11 +73,11 @@ def _add(stats: dict, **kw) -> None:
 def early_exit_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: float) -> Optional[list[int]]:
     """The tokens of one round (appended to seq), or None when this target cannot have a
     middle level (no layer access): then the engine's exact round runs."""
-    st = _state(engine)
+    st = engine_state(engine)
     if st is None:
         return None
     stats = engine.verify_stats
-    _exit_stats(stats, st)
+    exit_stats(stats, st)
     for key in COUNTERS + STAGES:
         stats.setdefault(key, 0 if key in COUNTERS else 0.0)
     if st.policy.use_single_level():
@@ -210,7 +107,7 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     room = getattr(engine, "_room", None) or len(tree) + 1
     k = max(1, tree.depth)
     fixed = getattr(engine, "tentative_length", None) or 2 * k + 2
-    N = min(room, policy.length(engine.cost or _flat(), engine.plain_step_s, fixed))
+    N = min(room, policy.length(engine.cost or flat_costs(), engine.plain_step_s, fixed))
     T: list[int] = []  # tentative tokens after seq[-1]
     Q: list = []  # the exit's distribution each was drawn from (None: greedy)
     told = 0  # how many of T the drafter has heard
@@ -268,7 +165,7 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
 
     total = t_draft + t_mid + t_full
     gov.record_round(total, n, a, len(out), t_draft, guessed)
-    policy.record_full(n, a, t_draft + t_mid, t_full, engine.cost or _flat())
+    policy.record_full(n, a, t_draft + t_mid, t_full, engine.cost or flat_costs())
     policy.early.add(len(out), total)
     _add(engine.verify_stats, intermediate_checks=checks, intermediate_checked=checked, intermediate_rejected=rejected,
          full_verifications=1, tentative_verified=n, full_accepted=a,
@@ -295,9 +192,3 @@ def tentative_chain(tokens: list[int], rows: list) -> DraftTree:
     """The draft the full pass verifies: the tentative tokens with the exit's
     distributions as their proposal rows (none when greedy: point masses)."""
     return DraftTree.chain(tokens, rows or None)
-
-
-def _flat():
-    from mlxspec.costs import CostModel
-
-    return CostModel.default()
