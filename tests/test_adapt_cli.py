@@ -57,3 +57,16 @@ def test_generate_adapt_flags(folder):
 ])
 def test_adapt_bad_input(args, msg):
     assert_one_line_error(run("adapt", *args), msg)
+
+
+def test_adapt_exit_trains_the_early_exit_up_front(folder, tmp_path):
+    from mlxspec.hierarchy.exit_store import exit_path
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("w3 w4 w5 w6\n\nw7 w8 w9 w3\n\nw10 w11 w12\n")
+    r = run("adapt", "-m", folder, "--prompts", prompts, "-n", "8", "--budget", "1", "--json")
+    assert r.exit_code == 0 and "exit" not in json.loads(r.stdout) and not exit_path(folder).exists()
+    r = run("adapt", "-m", folder, "--prompts", prompts, "-n", "24", "--budget", "1", "--exit", "--json")
+    assert r.exit_code == 0, r.output
+    ex = json.loads(r.stdout)["exit"]
+    assert ex["rows"] > 0 and ex["path"] == str(exit_path(folder)) and exit_path(folder).is_file()
