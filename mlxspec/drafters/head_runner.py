@@ -24,7 +24,7 @@ from mlx_lm.models.base import create_attention_mask
 from mlx_lm.models.cache import KVCache
 
 from mlxspec.runtime.layered import LayeredModel
-from mlxspec.runtime.exit_tap import run_split
+from mlxspec.runtime.exit_tap import over_cache, to_final
 from mlxspec.runtime.tree_attention import ancestor_matrix, compact, tree_mask
 from mlxspec.head.model import DraftHead
 from mlxspec.runtime.target import TargetRunner
@@ -133,23 +133,13 @@ class HeadTargetRunner(TargetRunner):
         if j < len(tokens):
             parts.append(self._lower(tokens[j:]))
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
-        hn = self._upper(h_low, lambda x, a, b: self.lm.run_layers(x, a, b, self.cache))
+        hn = to_final(self.lm, h_low, self.k, self.exit_tap, over_cache(self.lm, self.cache), self.in_prefill)
         self._rebuild_head(start, h_low, hn)
         out = self.lm.logits(hn[:, -1:] if last_only else hn)[0].astype(mx.float32)
         # the logits stay unevaluated (the engine reads ids); the head's state is computed meanwhile
         mx.async_eval(self._feats, self.head_cache.keys, self.head_cache.values)
         self.length += len(tokens)
         return out
-
-    def _upper(self, h_low: mx.array, step) -> mx.array:
-        """Layers k..L-1 from the layer-k states through `step`, normalised; the tapped
-        layers' states go to the exit tap."""
-        tap = self.exit_tap
-        h, states = run_split(h_low, self.k, self.lm.num_layers, tap.layers if tap else (), step)
-        hn = self.lm.norm(h)
-        if states:
-            tap.observe(states, hn, self.in_prefill)
-        return hn
 
     # -- tree verification (greedy) ---------------------------------------------------
     def forward_tree(self, tokens: list[int], parents: list[int]) -> mx.array:
@@ -170,7 +160,8 @@ class HeadTargetRunner(TargetRunner):
             self.low_len += len(tokens) - j
         h_low = parts[0] if len(parts) == 1 else mx.concatenate(parts, axis=1)
         mask = tree_mask(start, anc)
-        hn = self._upper(h_low, lambda x, a, b: self._tree_layers(x, a, b, mask, pos))
+        hn = to_final(self.lm, h_low, self.k, self.exit_tap, lambda x, a, b: self._tree_layers(x, a, b, mask, pos),
+                      self.in_prefill)
         out = self.lm.logits(hn)[0].astype(mx.float32)
         mx.async_eval(hn, h_low)
         self._tree = (start, h_low, hn)

@@ -46,7 +46,9 @@ def engine_state(engine) -> Optional[ExitState]:
         _between_replies(engine, st)
     if st.levels is None:
         try:
-            m = getattr(engine, "exit_layer", None) or (st.exit.choose(engine.cost or flat_costs()) if st.exit else None)
+            m = getattr(engine, "exit_layer", None)
+            if not m and st.exit is not None:
+                m = st.exit.choose(engine.cost or flat_costs())
             st.levels = ExitLevels(engine.runner, m, st.exit)
         except ValueError:
             st.unsupported = True
@@ -108,7 +110,7 @@ def _between_replies(engine, st) -> None:
         return
     path = getattr(engine, "exit_path", None)
     if path is not None:
-        exit_store.save(path, st.exit, st.levels.lm.fingerprint() if st.levels else engine.runner.lm.fingerprint())
+        exit_store.save(path, st.exit, st.exit.lm.fingerprint())
     if st.levels is None or getattr(engine, "exit_layer", None):
         return
     if st.exit.choose(engine.cost or flat_costs()) != st.levels.m:

@@ -19,7 +19,7 @@ from typing import Optional
 
 import mlx.core as mx
 
-from mlxspec.runtime.exit_tap import tapped_layers
+from mlxspec.runtime.exit_tap import over_cache, to_final
 from mlxspec.tree import chain_parents
 
 
@@ -104,10 +104,7 @@ class ExitLevels:
         h_m = self._hm[0] if len(self._hm) == 1 else mx.concatenate(self._hm, axis=1)
         if h_m.shape[1] != self.pending:
             raise RuntimeError("the kept layer-m states do not match the tentative positions")
-        if self.exit is None:
-            hn = lm.norm(lm.run_layers(h_m, self.m, lm.num_layers, run.cache))
-        else:  # the trained exit learns from this pass too
-            hn = tapped_layers(lm, h_m, self.m, lm.num_layers, run.cache, self.exit)
+        hn = to_final(lm, h_m, self.m, self.exit, over_cache(lm, run.cache))  # a trained exit learns from it too
         out = lm.logits(hn)[0].astype(mx.float32)
         mx.async_eval(hn)
         self._hn = hn

@@ -31,13 +31,15 @@ def run_split(h: mx.array, start: int, end: int, layers, step: Step) -> tuple[mx
     return h, states
 
 
-def tapped_layers(lm, h: mx.array, start: int, end: int, cache, tap, mask=None,
-                  prompt: bool = False) -> mx.array:
-    """lm.run_layers(h, start, end, cache, mask) that hands the tapped states to `tap`
-    with the final normalised states; returns the final normalised states (end must be
-    the last layer)."""
-    out, states = run_split(h, start, end, tap.layers,
-                            lambda x, a, b: lm.run_layers(x, a, b, cache, mask))
+def over_cache(lm, cache, mask=None) -> Step:
+    """The step that runs layers with lm.run_layers over the runner's caches."""
+    return lambda x, a, b: lm.run_layers(x, a, b, cache, mask)
+
+
+def to_final(lm, h: mx.array, start: int, tap, step: Step, prompt: bool = False) -> mx.array:
+    """Layers start..L-1 on h through `step`, normalised: the final states. With a tap
+    (None: none), cut at its layers, and the states there go to it with the result."""
+    out, states = run_split(h, start, lm.num_layers, tap.layers if tap is not None else (), step)
     hn = lm.norm(out)
     if states:
         tap.observe(states, hn, prompt)

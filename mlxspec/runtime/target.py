@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache, make_prompt_cache
 
-from mlxspec.runtime.exit_tap import run_split, tapped_layers
+from mlxspec.runtime.exit_tap import over_cache, to_final
 
 # Architectures whose logits are exactly lm_head(model.model(x)) (no soft-capping etc.).
 _PLAIN_HEAD_ARCHS = {"llama", "qwen2", "qwen3", "mistral"}
@@ -86,13 +86,9 @@ class TargetRunner:
             return self.forward(tokens)[-1]
         if self.exit_tap is not None and self.lm is not None:
             lm = self.lm
-            hn = tapped_layers(lm, lm.embed(tokens), 0, lm.num_layers, self.cache, self.exit_tap, prompt=True)
-            self.length += len(tokens)
-            if not project:
-                mx.eval(hn)
-                return hn[0, -1]
-            return lm.logits(hn[:, -1:])[0, -1].astype(mx.float32)
-        h = inner(mx.array(tokens, dtype=mx.uint32)[None], cache=self.cache)
+            h = to_final(lm, lm.embed(tokens), 0, self.exit_tap, over_cache(lm, self.cache), prompt=True)
+        else:
+            h = inner(mx.array(tokens, dtype=mx.uint32)[None], cache=self.cache)
         self.length += len(tokens)
         if not project:
             mx.eval(h)
@@ -106,8 +102,8 @@ class TargetRunner:
         x = tokens.astype(mx.uint32) if isinstance(tokens, mx.array) else mx.array(tokens, dtype=mx.uint32)
         if self.exit_tap is not None and self.lm is not None:
             lm = self.lm
-            out = lm.logits(tapped_layers(lm, lm.embed(x), 0, lm.num_layers, self.cache, self.exit_tap,
-                                          prompt=self.in_prefill))[0]
+            out = lm.logits(to_final(lm, lm.embed(x), 0, self.exit_tap, over_cache(lm, self.cache),
+                                     self.in_prefill))[0]
         else:
             out = self.model(x[None], cache=self.cache)[0]
         if last_only:
@@ -125,11 +121,7 @@ class TargetRunner:
         start = self.length
         pos, mask = tree_inputs(start, parents)
         h = lm.embed([int(t) for t in tokens])
-        h, states = run_split(h, 0, lm.num_layers, self.exit_tap.layers if self.exit_tap else (),
-                              lambda x, a, b: self._tree_layers(x, a, b, mask, pos))
-        hn = lm.norm(h)
-        if states:
-            self.exit_tap.observe(states, hn, self.in_prefill)
+        hn = to_final(lm, h, 0, self.exit_tap, lambda x, a, b: self._tree_layers(x, a, b, mask, pos), self.in_prefill)
         out = lm.logits(hn)[0].astype(mx.float32)
         self._tree_start = start
         self.length += len(tokens)
