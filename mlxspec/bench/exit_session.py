@@ -34,7 +34,13 @@ def main(model, per_domain, max_tokens, layers, prior_rows):
     from mlxspec.runtime.layered import LayeredModel
     from mlxspec.sampling import SamplingParams
 
-    t = loading.load_model(model)
+    from mlxspec.errors import MlxspecError, first_line
+
+    try:
+        t = loading.load_model(model)
+    except MlxspecError as exc:
+        click.echo(f"error: {first_line(exc)}", err=True)
+        sys.exit(2)
     lm = LayeredModel(t.model)
     ad = ExitAdapter(lm, [int(x) for x in layers.split(",")] if layers else None,
                      PRIOR_ROWS if prior_rows is None else prior_rows)
