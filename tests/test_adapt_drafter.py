@@ -23,19 +23,20 @@ def fingerprint(head) -> float:
     return float(sum(mx.sum(mx.abs(v)).item() for _, v in tree_flatten(head.parameters())))
 
 
-def adaptive(model, folder, core=24, steps=3, **kw):
-    a = Adapter.open(model, folder, None, exit_layer=2, core_size=core)
+def adaptive(model, folder, core=24, steps=3, kind=None, **kw):
+    a = Adapter.open(model, folder, None, exit_layer=2, core_size=core,
+                     new_head_kw={"kind": kind} if kind else None)
     d = AdaptiveHeadDrafter(model, a, tail_capacity=8, num_neighbours=2, min_confidence=0.0,
                             budget_fraction=1000.0, **kw)
     d.max_steps = steps  # a few steps per reply, whatever the clock says
     return d
 
 
-@pytest.mark.parametrize("with_lookup", [False, True])
-def test_greedy_equals_plain_while_the_head_learns(tmp_path, with_lookup):
+@pytest.mark.parametrize("kind,with_lookup", [("linear", False), ("linear", True), ("block", False)])
+def test_greedy_equals_plain_while_the_head_learns(tmp_path, kind, with_lookup):
     model = tiny_model(V, layers=4, hidden=32, seed=1, scale=3.0)
     tok = CharTokenizer(V)
-    d = adaptive(model, tmp_path)
+    d = adaptive(model, tmp_path, kind=kind)
     drafter = Composite(d, [LookupDrafter()]) if with_lookup else d
     eng = Engine(model, tok, drafter, num_draft=4, adaptive=False)
     rng = np.random.default_rng(0)
@@ -57,7 +58,7 @@ def test_head_cache_is_rebuilt_after_an_update(tmp_path):
     """After an update the head cache equals one computed with the new weights from
     scratch (the old one was computed with the old weights: the control)."""
     model = tiny_model(V, layers=4, hidden=32, seed=2, scale=3.0)
-    d = adaptive(model, tmp_path)
+    d = adaptive(model, tmp_path, kind="block")  # the linear head keeps no cache
     eng = Engine(model, CharTokenizer(V), d, num_draft=3, adaptive=False)
     prompt = list(range(3, 15))
     list(eng.stream(prompt, SamplingParams(), max_tokens=16))

@@ -54,7 +54,7 @@ def feed(adapter, model, tokenizer, prompts=3, n=16):
 
 def test_round_trip_and_the_head_drafts(folder):
     model, tok = _load(folder)
-    a = Adapter.open(model, folder, tok, exit_layer=1)
+    a = Adapter.open(model, folder, tok, exit_layer=1, new_head_kw={"kind": "block"})
     assert a.counters.base is None and a.counters.updates == 0
     feed(a, model, tok)
     out = a.update(10.0, max_steps=3)

@@ -79,6 +79,9 @@ def test_idle_training_changes_the_head_and_replies_stay_lossless(tmp_path, monk
     from mlxspec.engine import Engine
 
     seen, done = [], [0]  # statuses after each reply's idle training; slices seen so far
+    # the block head trains by optimiser steps while the person reads; a linear head
+    # refits once per reply, at its end, and has nothing left for idle time
+    monkeypatch.setattr("mlxspec.adapt.adapter.NEW_HEAD_KIND", "block")
 
     async def during(pilot, app, made):
         slices = made["slices"]

@@ -10,10 +10,14 @@ import numpy as np
 from mlxspec.adapt import state as _state
 from mlxspec.adapt.buffer import DEFAULT_CAP_BYTES, StateBuffer, TokenCounts
 from mlxspec.adapt.online import AdaptSettings, OnlineTrainer
+from mlxspec.adapt.ridge_trainer import RidgeTrainer
+from mlxspec.head.linear import LINEAR
 
-# A head made by adaptation: an EAGLE-style head (the target's features as input) on
-# layer 2, the offline recipe that measured best on both smollm2 and Qwen 1.5B.
+# A head made by adaptation: on layer 2, reading the target's features (EAGLE-style), a
+# linear map learnt in closed form (head/linear.py): it learns from the first replies, where
+# a transformer block trained by SGD needed hundreds of steps (docs/benchmarks.md).
 NEW_HEAD_EXIT_LAYER = 2
+NEW_HEAD_KIND = LINEAR
 
 
 class Adapter:
@@ -35,8 +39,9 @@ class Adapter:
         self._fed = 0  # buffer.tokens_seen already added to counters.tokens_seen
         if counts is not None and np.shape(counts) == (lm.vocab_size,):
             self.buffer.counts = TokenCounts(lm.vocab_size, values=counts)
-        self.trainer = OnlineTrainer(model, head, self.buffer, self.ranking[: self.core_size], settings,
-                                     optimizer_state, steps=counters.steps)
+        kind = RidgeTrainer if getattr(head.config, "kind", "block") == LINEAR else OnlineTrainer
+        self.trainer = kind(model, head, self.buffer, self.ranking[: self.core_size], settings,
+                            optimizer_state, steps=counters.steps)
 
     @classmethod
     def open(cls, model, model_dir: Path, tokenizer=None, exit_layer: Optional[int] = None,
@@ -66,7 +71,7 @@ class Adapter:
         # its block a copy of the target's layer k; the core ranks by token id until the
         # decayed counts of this person's replies re-rank it (TokenCounts.rerank).
         ranking = list(dict.fromkeys(eos + list(range(lm.vocab_size))))
-        recipe = {"feature_input": True, **(new_head_kw or {})}
+        recipe = {"feature_input": True, "kind": NEW_HEAD_KIND, **(new_head_kw or {})}
         k = min(NEW_HEAD_EXIT_LAYER, lm.num_layers - 1) if exit_layer is None else exit_layer
         return cls(model, model_dir, new_head(model, k, **recipe), ranking, _state.Counters(base=None),
                    eos_ids=eos, **kw)

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 from mlxspec.bench.session_prompts import DOMAINS
 
 METHODS = ("plain", "lookup", "frozen", "adapting", "adapting-static", "adapting+lookup", "draft")
+BLOCK = "-block"  # e.g. adapting-block: a new head of the transformer-block kind, trained by SGD
 EE = ":ee"  # a method's suffix: the same drafter under early-exit verification with the trained exit
 _EE_KEYS = ("exit_layer", "exit_agreement", "full_verifications", "full_emitted", "tentative_verified",
             "full_accepted", "single_level_rounds")
@@ -93,6 +94,8 @@ def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optiona
     elif method != "plain":
         settings = AdaptSettings(lr=lr) if lr else None
         head_kw = dict(head_kw or {})
+        if BLOCK in method:  # the transformer-block head trained by SGD (before: the only one)
+            head_kw["kind"], method = "block", method.replace(BLOCK, "")
         exit_layer = head_kw.pop("exit_layer", None)
         adapter = Adapter.open(target.model, state_dir, target.tokenizer, exit_layer=exit_layer,
                                new_head_kw=head_kw, settings=settings)

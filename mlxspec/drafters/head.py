@@ -19,7 +19,7 @@ import numpy as np
 from mlxspec.drafters.base import Drafter
 from mlxspec.drafters.head_runner import HeadTargetRunner
 from mlxspec.errors import HeadLoadError
-from mlxspec.head.model import DraftHead
+from mlxspec.head.model import DraftHead, make_head
 from mlxspec.head.vocab import DraftVocab, NeighbourIndex
 from mlxspec.runtime.layered import LayeredModel, UnsupportedArchitectureError
 from mlxspec import device_sampling as dev
@@ -238,7 +238,7 @@ def build_head(model, hf) -> DraftHead:
     """A DraftHead for `model` with the weights of a read head file."""
     cfg = hf.config
     try:
-        head = DraftHead(model, cfg)
+        head = make_head(model, cfg)
         head.load_weights(list(hf.weights.items()), strict=True)
     except (ValueError, KeyError, TypeError) as exc:
         raise HeadLoadError(f"draft head {hf.path.name} does not fit this model ({exc})") from None

@@ -184,13 +184,14 @@ class HeadTargetRunner(TargetRunner):
         """Rewrite the head's cache from `start` over verified tokens (layer-k states
         h_low, final states hn): the draft wrote those entries from predicted features,
         a feature-input head must see the true ones. Keeps hn as the latest features."""
-        self.head_cache.trim(self.head_cache.offset - start)
-        feat = None
-        if self.head.config.feature_input:
-            prev = self.feature_at(start - 1)
-            prev = mx.zeros_like(hn[:, :1]) if prev is None else prev.reshape(1, 1, -1)
-            feat = mx.concatenate([prev, hn[:, :-1]], axis=1)
-        self.head(h_low, feat, create_attention_mask(h_low, self.head_cache), self.head_cache)
+        if getattr(self.head, "uses_cache", True):  # a linear head keeps no cache
+            self.head_cache.trim(self.head_cache.offset - start)
+            feat = None
+            if self.head.config.feature_input:
+                prev = self.feature_at(start - 1)
+                prev = mx.zeros_like(hn[:, :1]) if prev is None else prev.reshape(1, 1, -1)
+                feat = mx.concatenate([prev, hn[:, :-1]], axis=1)
+            self.head(h_low, feat, create_attention_mask(h_low, self.head_cache), self.head_cache)
         self._feats, self._feats_base = hn[0], start
         if self.recorder is not None:
             self.recorder(start, h_low, hn)

@@ -41,6 +41,7 @@ class HeadConfig:
     vocab_size: int = 0
     feature_input: bool = False
     format: int = 1
+    kind: str = "block"  # or "linear" (head/linear.py)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -102,17 +103,31 @@ class DraftHead(nn.Module):
         return param_bytes(self)
 
 
+def make_head(model: nn.Module, config: HeadConfig) -> nn.Module:
+    """An (untrained) head of the config's kind."""
+    if config.kind == "block":
+        return DraftHead(model, config)
+    from mlxspec.head.linear import LINEAR, LinearHead
+
+    if config.kind != LINEAR:
+        raise ValueError(f"unknown head kind {config.kind!r}")
+    return LinearHead(model, config)
+
+
 def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: float = 1.0,
-             feature_input: bool = False, init_layer: Optional[int] = None) -> DraftHead:
+             feature_input: bool = False, init_layer: Optional[int] = None, kind: str = "block") -> nn.Module:
     """A head for `model`, its block initialised from the target's layer `init_layer`
     (default: `exit_layer`, the first layer the draft skips; a feature input starts as
-    [I 0]: h_k passes through, the feature is learnt)."""
+    [I 0]: h_k passes through, the feature is learnt). kind "linear": the untrained exit
+    at layer k with a map to learn (head/linear.py)."""
     lm = LayeredModel(model)
     k = default_exit_layer(lm.num_layers) if exit_layer is None else int(exit_layer)
     if not 1 <= k < lm.num_layers:
         from mlxspec.errors import InvalidParameterError
 
         raise InvalidParameterError(f"exit layer must be in 1..{lm.num_layers - 1}, got {k}")
+    if kind != "block":
+        return _new_linear(model, lm, k, feature_input, kind)
     src = k if init_layer is None else int(init_layer) % lm.num_layers
     # Float copies of the target's weights (dequantized when the target is quantized):
     # the head itself is float32 whatever the target's format.
@@ -144,4 +159,16 @@ def new_head(model: nn.Module, exit_layer: Optional[int] = None, ffn_ratio: floa
         d = lm.hidden_size
         head.fuse.weight = mx.concatenate([mx.eye(d), mx.zeros((d, d))], axis=1)
     mx.eval(head.parameters())
+    return head
+
+
+def _new_linear(model, lm, k: int, feature_input: bool, kind: str):
+    from mlxspec.head.linear import identity_map
+
+    cfg = HeadConfig(exit_layer=k, intermediate_size=0, model_type=str(lm.model_type), num_layers=lm.num_layers,
+                     hidden_size=lm.hidden_size, vocab_size=lm.vocab_size, feature_input=bool(feature_input),
+                     kind=kind)
+    head = make_head(model, cfg)
+    head.norm.weight = lm.inner.norm.weight.astype(mx.float32)
+    head.set_map(identity_map(cfg))
     return head

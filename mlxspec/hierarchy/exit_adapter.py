@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 
 import mlx.core as mx
 
+from mlxspec.ridge import solve
+
 FRACTIONS = (0.5, 0.75, 0.875)  # candidate exits, as fractions of the depth
 PRIOR_ROWS = 48.0
 MIN_ROWS = 64  # rows before a fitted exit replaces the untrained one
@@ -130,15 +132,9 @@ class ExitAdapter:
         if self.rows < MIN_ROWS:
             return True
         d = self.lm.hidden_size
-        eye = mx.eye(d + 1)
         W0 = mx.concatenate([mx.eye(d), mx.zeros((1, d))])
         for m in self.layers:
-            lam = self.prior_rows * float(mx.trace(self.G[m])) / (self.rows * (d + 1))
-            lam = max(lam, 1e-6)
-            # G + lam I is symmetric positive definite: Cholesky, 3-5x faster than a general solve
-            C = mx.linalg.cholesky(self.G[m] + lam * eye, stream=mx.cpu)
-            Y = mx.linalg.solve_triangular(C, self.B[m] + lam * W0, upper=False, stream=mx.cpu)
-            self.W[m] = mx.linalg.solve_triangular(C.T, Y, upper=True, stream=mx.cpu)
+            self.W[m] = solve(self.G[m], self.B[m], W0, self.prior_rows, self.rows)
         mx.eval(list(self.W.values()))
         self.fits += 1
         return True
