@@ -126,11 +126,37 @@ def test_costs_are_measured_monotone_and_cached(tmp_path):
     costs.remember("cpu|float32", cm, path)
     costs._MEMORY.clear()
     again = costs.cached("cpu|float32", path)
-    assert again is not None and again.points == CostModel(json.loads(path.read_text())["cpu|float32"]).points
+    stored = json.loads(path.read_text())[f"{costs.MEASURED_BY}|cpu|float32"]
+    assert again is not None and again.points == CostModel(stored).points
     assert costs.cached("gpu|q4", path) is None
+    # a curve cached by the older one-timing measurement is measured again
+    path.write_text(json.dumps({"cpu|float32": {"1": 1.0, "4": 2.84}}))
+    costs._MEMORY.clear()
+    assert costs.cached("cpu|float32", path) is None
     path.write_text("{not json")
     costs._MEMORY.clear()
     assert costs.cached("cpu|float32", path) is None  # a damaged cache is measured again
+
+
+def test_a_busy_moment_does_not_stay_in_the_curve(monkeypatch):
+    """One slow forward (another process took the cores) is not the measured cost: each
+    size is timed REPEATS times, interleaved, and the fastest kept."""
+    import time
+
+    model = tiny_model(V, layers=2, hidden=32, seed=0)
+    runner = TargetRunner(model)
+    runner.prefill([1, 2, 3])
+    forward, slowed = runner.forward, []
+
+    def busy(tokens, *a, **kw):
+        if len(tokens) == 4 and not slowed:
+            slowed.append(1)
+            time.sleep(0.3)
+        return forward(tokens, *a, **kw)
+
+    monkeypatch.setattr(runner, "forward", busy)
+    cm, one = costs.measure(runner, 4)
+    assert slowed and cm.ratio(4) < 0.3 / one / 2, (cm.ratio(4), one)
 
 
 def test_cost_model_interpolates_and_extrapolates():
