@@ -172,6 +172,7 @@ def test_head_info_and_reset(folder):
     assert set(names) == {"adapted", "other"} and names["other"]["bytes"] == 10 and names["adapted"]["adapted"]
     text = head_cli("info", "-m", folder)
     assert text.exit_code == 0 and "adapted" in text.stdout and "34 tokens seen, 1 updates" in text.stdout
+    assert out["kind"] == "linear" and "(linear head)" in text.stdout and "1 refits" in text.stdout
     r = head_cli("reset", "-m", folder)
     assert r.exit_code == 0 and r.stdout.startswith("removed the adapted head") and len(r.stdout.splitlines()) == 1
     assert not state.adapted_path(folder).exists() and not state.state_dir(folder).exists()

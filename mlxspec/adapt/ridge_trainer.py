@@ -106,8 +106,8 @@ class RidgeTrainer:
             if rows is not None and len(rows[0]):
                 hk, prev, hn = rows[:3]
                 self.stats.add(self._x(hk, prev), mx.array(hn).astype(mx.float32))
-            self._folded = {s: n for s, n in {**self._folded, **marks}.items()
-                            if any(c.serial == s for c in self.buffer.chunks)}
+            held = {c.serial for c in self.buffer.chunks}
+            self._folded = {s: n for s, n in {**self._folded, **marks}.items() if s in held}
             if rows is not None and self.stats.rows >= MIN_ROWS:
                 self.head.set_map(self.stats.solve(self.W0, self.prior_rows))
                 self.steps += 1

@@ -77,7 +77,9 @@ def info_cmd(model_spec, as_json):
         trend = (f", acceptance last {acc[-1]:.2f}, first half {sum(acc[:half]) / half:.2f}, "
                  f"second half {sum(acc[half:]) / max(1, len(acc) - half):.2f}" if len(acc) > 1 else
                  f", acceptance {acc[-1]:.2f}")
-    click.echo(f"  adaptation: {out['tokens_seen']} tokens seen, {out['updates']} updates, {out['steps']} steps, "
+    kind = out.get("kind", "block")
+    steps = f"{out['steps']} refits" if kind == "linear" else f"{out['steps']} steps"
+    click.echo(f"  adaptation ({kind} head): {out['tokens_seen']} tokens seen, {out['updates']} updates, {steps}, "
                f"{len(acc)} replies{trend}; state {_size(out['state_bytes'])}"
                + (f"; started from head {out['base']}" if out["base"] else ""))
 
