@@ -63,8 +63,7 @@ def measure(runner, token: int, sizes=SIZES) -> tuple[CostModel, float]:
     timed(1)  # warm
     # Interleaved, the fastest of REPEATS each: a busy moment (another process, a page
     # fault) slows one timing, and a curve cached from it would hold speculation back.
-    best = {n: float("inf") for n in sizes}
-    best[1] = float("inf")
+    best = {n: float("inf") for n in (1, *sizes)}
     for _ in range(REPEATS):
         for n in sizes:
             if n > 1:

@@ -1,6 +1,6 @@
 """Closed-form learning from the target's own states: ridge regression pulled to a prior.
 
-    W = (G + lam I)^-1 (B + lam W0),   G = sum w x x^T,  B = sum w x y^T
+    W = (G + lam I)^-1 (B + lam W0),   G = sum x x^T,  B = sum x y^T
 
 The sufficient statistics stay on the device and carry over from reply to reply and
 session to session; a refit is one Cholesky factorisation, no optimiser, no learning
@@ -24,15 +24,14 @@ class RidgeStats:
         if self.G.shape != (d_in, d_in) or self.B.shape != (d_in, d_out):
             raise ValueError(f"ridge statistics have shapes {self.G.shape}, {self.B.shape}, "
                              f"expected ({d_in}, {d_in}), ({d_in}, {d_out})")
-        self.rows = float(rows)  # weighted rows in the statistics
+        self.rows = float(rows)  # rows in the statistics
 
-    def add(self, X: mx.array, Y: mx.array, w: Optional[mx.array] = None) -> None:
-        """Fold rows X (n, d_in) -> Y (n, d_out), optionally weighted (n,); not waited for."""
+    def add(self, X: mx.array, Y: mx.array) -> None:
+        """Fold rows X (n, d_in) -> Y (n, d_out); not waited for."""
         X, Y = X.astype(mx.float32), Y.astype(mx.float32)
-        Xw = X if w is None else X * w[:, None]
-        self.G = self.G + Xw.T @ X
-        self.B = self.B + Xw.T @ Y
-        self.rows += float(X.shape[0]) if w is None else float(mx.sum(w).item())
+        self.G = self.G + X.T @ X
+        self.B = self.B + X.T @ Y
+        self.rows += float(X.shape[0])
         mx.async_eval(self.G, self.B)
 
     def solve(self, W0: mx.array, prior_rows: float) -> mx.array:

@@ -39,7 +39,7 @@ class Adapter:
         self._fed = 0  # buffer.tokens_seen already added to counters.tokens_seen
         if counts is not None and np.shape(counts) == (lm.vocab_size,):
             self.buffer.counts = TokenCounts(lm.vocab_size, values=counts)
-        kind = RidgeTrainer if getattr(head.config, "kind", "block") == LINEAR else OnlineTrainer
+        kind = RidgeTrainer if head.config.kind == LINEAR else OnlineTrainer
         self.trainer = kind(model, head, self.buffer, self.ranking[: self.core_size], settings,
                             optimizer_state, steps=counters.steps)
 

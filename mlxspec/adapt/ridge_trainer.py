@@ -25,14 +25,13 @@ from mlxspec.head.linear import LinearHead, identity_map
 from mlxspec.ridge import RidgeStats
 from mlxspec.runtime.layered import LayeredModel
 
-PRIOR_ROWS = 48.0  # rows' worth of pull towards the untrained exit
-MIN_ROWS = 1  # the prior keeps a fit on few rows near W0
+PRIOR_ROWS = 48.0  # rows' worth of pull towards the untrained exit (keeps a fit on few rows near it)
 
 
 class RidgeTrainer:
     def __init__(self, model, head: LinearHead, buffer: StateBuffer, core_ids, settings=None,
                  optimizer_state: Optional[dict] = None, steps: int = 0, prior_rows: float = PRIOR_ROWS):
-        self.head, self.buffer, self.s = head, buffer, settings
+        self.head, self.buffer = head, buffer  # settings: OnlineTrainer's; a refit has none
         self.core_ids = np.asarray(core_ids, dtype=np.int32)
         lm = LayeredModel(model)
         self.W = lm.lm_head_weight
@@ -65,21 +64,16 @@ class RidgeTrainer:
         ends = {(c.ctx, c.next_pos): c for c in chunks if c.n}
         hk, prev, hn, reply, labels, done = [], [], [], [], [], {}
         for c in chunks:
-            a = self._folded.get(c.serial, 0)
-            if c.n <= a:
+            lo = self._folded.get(c.serial, 0)
+            if c.n <= lo:
                 continue
-            p = np.empty((c.n - a, c.hn.shape[1]), dtype=np.float16)
-            p[1:] = c.hn[a : c.n - 1]
-            if a > 0:
-                p[0] = c.hn[a - 1]
-                lo = a
-            else:
-                before = ends.get((c.ctx, c.pos))
-                lo = a if before is not None else a + 1
-                if before is not None:
-                    p[0] = before.hn[before.n - 1]
-                else:
-                    p = p[1:]
+            before = ends.get((c.ctx, c.pos)) if lo == 0 else None
+            if lo > 0:
+                p = c.hn[lo - 1 : c.n - 1]
+            elif before is not None:
+                p = np.concatenate([before.hn[before.n - 1 : before.n], c.hn[: c.n - 1]])
+            else:  # the context's first row, or its predecessor was evicted
+                lo, p = 1, c.hn[: c.n - 1]
             hk.append(c.hk[lo : c.n])
             prev.append(p)
             hn.append(c.hn[lo : c.n])
@@ -97,18 +91,19 @@ class RidgeTrainer:
     # -- learning ------------------------------------------------------------------------
     def step(self, budget_s: float, stop: Optional[Callable[[], bool]] = None,
              max_steps: Optional[int] = None) -> dict:
-        """Fold the new rows and refit (one step), when there are new rows, a positive
-        budget and at least MIN_ROWS rows in all."""
+        """Fold the new rows and refit (one step), when there are new rows and a positive
+        budget."""
         t0 = time.perf_counter()
         done = 0
         if budget_s > 0 and (max_steps is None or max_steps > 0) and not (stop is not None and stop()):
             rows, marks = self._new_rows()
-            if rows is not None and len(rows[0]):
+            new = rows is not None and len(rows[0]) > 0
+            if new:
                 hk, prev, hn = rows[:3]
                 self.stats.add(self._x(hk, prev), mx.array(hn).astype(mx.float32))
             held = {c.serial for c in self.buffer.chunks}
             self._folded = {s: n for s, n in {**self._folded, **marks}.items() if s in held}
-            if rows is not None and self.stats.rows >= MIN_ROWS:
+            if new:
                 self.head.set_map(self.stats.solve(self.W0, self.prior_rows))
                 self.steps += 1
                 done = 1
@@ -120,7 +115,7 @@ class RidgeTrainer:
         inside a chain) with the tokens the target emitted, over the reply rows not
         folded yet: held out when called before the step that learns from them."""
         rows, _ = self._new_rows()
-        if rows is None:
+        if rows is None or not len(rows[0]):
             return None
         hk, prev, _, reply, labels = rows
         if not reply.any():

@@ -79,7 +79,7 @@ class AdaptiveRunner(HeadTargetRunner):
         if self.length == 0:
             self.head_cache = KVCache()
             return
-        if not getattr(self.head, "uses_cache", True):  # nothing else depends on its weights
+        if not self.head.uses_cache:  # nothing else depends on its weights
             return
         h, f = self._states(tokens)
         recorder, self.recorder = self.recorder, None  # the buffer has these rows already

@@ -184,7 +184,7 @@ class HeadTargetRunner(TargetRunner):
         """Rewrite the head's cache from `start` over verified tokens (layer-k states
         h_low, final states hn): the draft wrote those entries from predicted features,
         a feature-input head must see the true ones. Keeps hn as the latest features."""
-        if getattr(self.head, "uses_cache", True):  # a linear head keeps no cache
+        if self.head.uses_cache:
             self.head_cache.trim(self.head_cache.offset - start)
             feat = None
             if self.head.config.feature_input:

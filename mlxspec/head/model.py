@@ -60,6 +60,8 @@ def default_exit_layer(num_layers: int) -> int:
 
 
 class DraftHead(nn.Module):
+    uses_cache = True  # its block's own KV cache, which the runner keeps (a linear head has none)
+
     def __init__(self, model: nn.Module, config: HeadConfig):
         super().__init__()
         Block, Args, args = block_class_and_args(model)
