@@ -4,6 +4,12 @@ machine it runs on and cached per model, backend and dtype.
 On a CPU with a fast BLAS a forward of a few tokens costs little more than one (the
 weights are read once); with quantized matmuls on a CPU n tokens cost n times one; on
 a GPU the curve is flat far longer. The governor sizes drafts from this curve.
+
+The curve need not rise with n: a BLAS's matrix kernels work in blocks of rows, and a
+forward whose row count fills its blocks can cost less than a shorter one (measured in
+docs/benchmarks.md). Every size up to MAX_SIZE is measured, and a runner that can pad a
+verification forward with rows nobody reads (runtime/target.py) pays the cheapest size
+at or above the rows it needs: `padded_size`, and `effective()`, the curve it then pays.
 """
 from __future__ import annotations
 
@@ -12,11 +18,14 @@ import time
 from pathlib import Path
 from typing import Optional
 
-SIZES = (1, 2, 4, 8, 12)
+MAX_SIZE = 16
+SIZES = tuple(range(1, MAX_SIZE + 1))
 REPEATS = 2
 # Cached curves of an older way of measuring are measured again (version 1 timed each
-# size once: a busy moment could stay in the cache).
-MEASURED_BY = "v2"
+# size once: a busy moment could stay in the cache; version 2 measured 2, 4, 8 and 12
+# only and interpolated between them, hiding which sizes are cheap).
+MEASURED_BY = "v3"
+_NODE_WORTH = 0.05  # what one more tree node adds to a round's tokens, roughly: a runner-up or a copy
 
 
 class CostModel:
@@ -42,7 +51,29 @@ class CostModel:
         if len(pts) == 1:
             return float(n)
         (n0, r0), (n1, r1) = pts[-2], pts[-1]
-        return r1 + (r1 - r0) / (n1 - n0) * (n - n1)
+        return r1 + max(0.0, (r1 - r0) / (n1 - n0)) * (n - n1)  # a cheap last size is no trend
+
+    @property
+    def measured_to(self) -> int:
+        return self.points[-1][0]
+
+    def padded_size(self, n: int) -> int:
+        """The row count to run for n rows: n, or a measured size above it that costs
+        less (the smallest of equals)."""
+        sizes = [n] + [m for m, _ in self.points if m > n]
+        return min(sizes, key=lambda m: (self.ratio(m), m))
+
+    def effective(self) -> "CostModel":
+        """The curve a runner that pads pays: the cost of each n's padded size."""
+        return CostModel({m: self.ratio(self.padded_size(m)) for m, _ in self.points})
+
+    def tree_budget(self, most: int) -> int:
+        """Draft nodes (at most `most`) to verify per round, filled by a drafter's
+        runner-up guesses and copied branches: the count that maximises what a round
+        emits per cost, each node taken to add _NODE_WORTH to it. Where a forward of n
+        rows costs about the same for every n this is `most`; a size that costs a jump
+        more than the one below it is not worth one more node."""
+        return max(range(1, most + 1), key=lambda n: ((1 + _NODE_WORTH * n) / self.ratio(n + 1), n))
 
     def to_json(self) -> dict:
         return {str(n): round(r, 4) for n, r in self.points}
@@ -65,20 +96,14 @@ def measure(runner, token: int, sizes=SIZES) -> tuple[CostModel, float]:
     # fault) slows one timing, and a curve cached from it would hold speculation back.
     best = {n: float("inf") for n in (1, *sizes)}
     for _ in range(REPEATS):
-        for n in sizes:
-            if n > 1:
+        for i, n in enumerate(s for s in sizes if s > 1):
+            if i % 3 == 0:  # one-token forwards between the sizes, less often than the sizes
                 best[1] = min(best[1], timed(1))
-                best[n] = min(best[n], timed(n))
+            best[n] = min(best[n], timed(n))
     one = best[1]
     ratios = {n: best[n] / one for n in sizes if n > 1}
     ratios[1] = 1.0
-    # Measured noise must not make a longer forward look cheaper than a shorter one.
-    model = CostModel(ratios)
-    fixed, last = {}, 1.0
-    for n, r in model.points:
-        last = max(last, r)
-        fixed[n] = last
-    return CostModel(fixed), one
+    return CostModel(ratios), one
 
 
 _MEMORY: dict = {}

@@ -28,6 +28,7 @@ from mlxspec.prompting import encode_chat
 from mlxspec.runtime import host
 from mlxspec.runtime.target import TargetRunner
 from mlxspec.sampling import SamplingParams
+from mlxspec.tree import DEFAULT_TREE_NODES
 
 DEFAULT_NUM_DRAFT = 4
 VERIFY_MODES = ("exact", "relaxed", "early-exit")  # exact is lossless; see docs for the others
@@ -91,6 +92,7 @@ class Engine:
         self.adaptive = adaptive
         self.cost_path = cost_path
         self.cost: Optional[costs.CostModel] = None
+        self.tree_nodes: Optional[int] = None  # draft nodes per round, from the measured costs
         self.plain_step_s: Optional[float] = None  # measured this session
         self._governors: dict[tuple, Governor] = {}
         self.runner = self._new_runner()
@@ -279,7 +281,18 @@ class Engine:
                 self.plain_step_s = self.plain_step_s or one
                 costs.remember(key, self.cost, self.cost_path)
             costs.remember(mem_key, self.cost, None)
-        gov.set_costs(self.cost, self.plain_step_s)
+        paid = self.cost.effective() if self.pads else self.cost
+        self.tree_nodes = paid.tree_budget(DEFAULT_TREE_NODES)
+        gov.set_costs(paid, self.plain_step_s)
+
+    @property
+    def pads(self) -> bool:
+        """Whether verification forwards run at the measured cheapest size (padded)."""
+        return self.cost is not None and self.runner.pads and getattr(self.runner, "exit_tap", None) is None
+
+    def verify_rows(self, n: int) -> int:
+        """Rows to run for a verification forward of n (costs.padded_size)."""
+        return self.cost.padded_size(n) if self.pads else n
 
     def _governor_for(self, k0: int, greedy: bool) -> Governor:
         """One governor per draft length and decoding mode, kept across calls, so what it

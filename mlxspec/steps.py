@@ -88,7 +88,7 @@ def draft(engine, k, room, seq, params, rng, free=False) -> tuple[Optional[Draft
     may still emit and what the context still holds; None when it proposed nothing."""
     t0 = time.perf_counter()
     propose = engine.drafter.propose_free if free else engine.drafter.propose
-    tree = propose(min(k, room - 1), params, rng)
+    tree = propose(min(k, room - 1), params, rng, max_nodes=engine.tree_nodes)
     t_draft = time.perf_counter() - t0
     if not engine.runner.supports_tree and not tree.is_chain:
         tree = tree.first_chain()
@@ -117,7 +117,7 @@ def verify_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: float,
         if out is not None:  # None: no layer access, the exact round below
             return out
     t0 = time.perf_counter()
-    logits = engine.runner.verify(seq[-1], tree)
+    logits = engine.runner.verify(seq[-1], tree, engine.verify_rows(len(tree) + 1))
     if engine.relax is not None:
         rows = (to_host(logits), host_tree(tree)) if engine.host_rows else (logits, tree)
         path, nxt = engine.relax.verify(rows[0], rows[1], seq, params, rng, engine.verify_stats)

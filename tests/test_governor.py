@@ -114,14 +114,15 @@ def test_draft_cost_is_measured():
     assert gov.draft_cost == pytest.approx(0.4, rel=0.05)
 
 
-def test_costs_are_measured_monotone_and_cached(tmp_path):
+def test_costs_are_measured_at_every_size_and_cached(tmp_path):
     model = tiny_model(V, layers=2, hidden=32, seed=0)
     runner = TargetRunner(model)
     runner.prefill([1, 2, 3])
     cm, one = costs.measure(runner, 4)
     assert runner.length == 3 and one > 0  # every measurement was trimmed again
-    ratios = [r for _, r in cm.points]
-    assert ratios[0] == 1.0 and ratios == sorted(ratios)
+    assert [n for n, _ in cm.points] == list(range(1, costs.MAX_SIZE + 1)) and cm.points[0] == (1, 1.0)
+    paid = [r for _, r in cm.effective().points]  # what a padding runner pays rises with n
+    assert paid == sorted(paid) and all(p <= r for p, (_, r) in zip(paid, cm.points))
     path = tmp_path / "costs.json"
     costs.remember("cpu|float32", cm, path)
     costs._MEMORY.clear()
@@ -129,8 +130,8 @@ def test_costs_are_measured_monotone_and_cached(tmp_path):
     stored = json.loads(path.read_text())[f"{costs.MEASURED_BY}|cpu|float32"]
     assert again is not None and again.points == CostModel(stored).points
     assert costs.cached("gpu|q4", path) is None
-    # a curve cached by the older one-timing measurement is measured again
-    path.write_text(json.dumps({"cpu|float32": {"1": 1.0, "4": 2.84}}))
+    # curves cached by older measurements (one timing; a few sizes) are measured again
+    path.write_text(json.dumps({"cpu|float32": {"1": 1.0, "4": 2.84}, "v2|cpu|float32": {"1": 1.0, "8": 1.28}}))
     costs._MEMORY.clear()
     assert costs.cached("cpu|float32", path) is None
     path.write_text("{not json")

@@ -15,6 +15,8 @@ from mlxspec.runtime.tree_attention import compact, tree_block, tree_inputs
 
 
 class ShardedRunner(TargetRunner):
+    pads = False  # every rank would have to drop the padding
+
     def __init__(self, model):
         self.model = model
         self.pipe = model.mlxspec_pipeline

@@ -34,9 +34,11 @@ class Drafter:
         and is not in the target's cache yet); `runner` is the engine's runner, prefilled."""
         raise NotImplementedError
 
-    def propose(self, k: int, params: "SamplingParams", rng: np.random.Generator) -> DraftTree:
+    def propose(self, k: int, params: "SamplingParams", rng: np.random.Generator,
+                max_nodes: Optional[int] = None) -> DraftTree:
         """Guesses that continue the tokens so far, at most k deep (fewer, or none, when
-        unsure)."""
+        unsure); a tree of runner-ups and copies fills at most max_nodes nodes (None: the
+        drafter's own default)."""
         raise NotImplementedError
 
     def accept(self, kept: list[int], next_token: int) -> None:

@@ -72,10 +72,10 @@ class Composite(Drafter):
         """Whether propose_free can offer copies apart from the drafter's own guesses."""
         return self.primary is not None and bool(self.branches)
 
-    def propose_free(self, k, params, rng) -> DraftTree:
+    def propose_free(self, k, params, rng, max_nodes: Optional[int] = None) -> DraftTree:
         """The branches alone (no draft step): when the drafter's own guesses are not
         expected to pay (a head still learning), copied tokens may still."""
-        return self._merge(DraftTree(), self._found(k, params, rng), self.max_nodes)
+        return self._merge(DraftTree(), self._found(k, params, rng), self.max_nodes if max_nodes is None else max_nodes)
 
     def copy_depth(self, k, params, rng) -> int:
         """The longest copied branch (up to k tokens) the next draft would hold."""

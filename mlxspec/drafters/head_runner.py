@@ -32,6 +32,7 @@ from mlxspec.runtime.target import TargetRunner
 
 class HeadTargetRunner(TargetRunner):
     """Target runner whose layers 0..k-1 and cache are shared with the draft head."""
+    pads = False  # the head's cache is written from every row a forward runs
 
     def __init__(self, model, head: DraftHead):
         super().__init__(model)

@@ -70,6 +70,6 @@ class LookupDrafter(Drafter):
     def extend(self, tokens) -> None:
         self.lookup.extend(tokens)
 
-    def propose(self, k, params=None, rng=None) -> DraftTree:
+    def propose(self, k, params=None, rng=None, max_nodes=None) -> DraftTree:
         # A copied run is not a guess that grows with k: it is as long as it is useful.
         return DraftTree.chain(self.lookup.propose(max(k, self.max_len)), guessed=0)

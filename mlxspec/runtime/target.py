@@ -15,6 +15,11 @@ _PLAIN_HEAD_ARCHS = {"llama", "qwen2", "qwen3", "mistral"}
 
 
 class TargetRunner:
+    # Verification forwards may run extra rows that nobody reads (costs.padded_size): the
+    # plain runner's caches drop them with the rejected nodes. Runners that keep states of
+    # their own per row (a head's cache, ranks) do not pad.
+    pads = True
+
     def __new__(cls, model, *args, **kwargs):
         # A target split over distributed ranks runs its steps round the ring: every place
         # that makes a runner for it gets the runner its pipeline names (mlxspec.distributed
@@ -32,6 +37,7 @@ class TargetRunner:
         self._tree_start: Optional[int] = None
         self.exit_tap = None  # an observer of tapped layer states (runtime/exit_tap.py)
         self.in_prefill = False  # what the tap hears is the prompt's
+        self._pad = 0  # rows of padding in the last verify(), dropped by keep()
 
     # -- layered execution, for trees ---------------------------------------------------
     @property
@@ -144,17 +150,25 @@ class TargetRunner:
             compact(c, start, path)
         self.length = start + len(path)
 
-    def verify(self, root: int, tree) -> mx.array:
+    def verify(self, root: int, tree, rows: int = 0) -> mx.array:
         """Target logits for a draft (mlxspec.tree.DraftTree) after `root`: row 0 predicts
-        the token after root, row i + 1 the token after node i."""
+        the token after root, row i + 1 the token after node i. `rows`: run the forward
+        over at least this many rows where it costs less (costs.padded_size); the padding
+        repeats the root after the draft, is read by no one and attends to no later row."""
+        tokens = [int(root)] + list(tree.tokens)
+        pad = max(0, rows - len(tokens)) if self.pads and self.exit_tap is None else 0
+        self._pad = pad
         if tree.is_chain:
-            return self.forward([int(root)] + list(tree.tokens))
-        return self.forward_tree([int(root)] + list(tree.tokens), tree.parents)
+            out = self.forward(tokens + [int(root)] * pad)
+        else:  # extra children of the root: no draft node is their descendant
+            out = self.forward_tree(tokens + [int(root)] * pad, list(tree.parents) + [-1] * pad)
+        return out[: len(tokens)] if pad else out
 
     def keep(self, tree, path: list[int]) -> None:
         """After verify(): keep the root and the accepted path (node indices)."""
+        pad, self._pad = self._pad, 0
         if tree.is_chain:
-            self.trim(len(tree) - len(path))
+            self.trim(len(tree) + pad - len(path))
         else:
             self.accept_tree([0] + [i + 1 for i in path])
 
