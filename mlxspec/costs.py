@@ -25,6 +25,7 @@ REPEATS = 2
 # size once: a busy moment could stay in the cache; version 2 measured 2, 4, 8 and 12
 # only and interpolated between them, hiding which sizes are cheap).
 MEASURED_BY = "v3"
+_PAD_NOISE = 1.03  # sizes that cost within this of each other are equal
 _NODE_WORTH = 0.05  # what one more tree node adds to a round's tokens, roughly: a runner-up or a copy
 
 
@@ -58,10 +59,12 @@ class CostModel:
         return self.points[-1][0]
 
     def padded_size(self, n: int) -> int:
-        """The row count to run for n rows: n, or a measured size above it that costs
-        less (the smallest of equals)."""
+        """The row count to run for n rows: the smallest of n and the measured sizes
+        above it that costs within _PAD_NOISE of the cheapest of them (timing noise
+        on a flat curve pads nothing)."""
         sizes = [n] + [m for m, _ in self.points if m > n]
-        return min(sizes, key=lambda m: (self.ratio(m), m))
+        floor = min(self.ratio(m) for m in sizes)
+        return next(m for m in sizes if self.ratio(m) <= floor * _PAD_NOISE)
 
     def effective(self) -> "CostModel":
         """The curve a runner that pads pays: the cost of each n's padded size."""
