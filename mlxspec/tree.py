@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-# Nodes verified per round: a target forward of ~9 tokens costs little more than one on a
-# CPU with a fast BLAS (measured in docs/head.md); the governor's cost model judges it.
+# Nodes verified per round, at most: a target forward of ~9 tokens costs little more than
+# one on a CPU with a fast BLAS (docs/head.md). Where the measured curve jumps below that
+# size the engine verifies fewer (costs.CostModel.tree_budget).
 DEFAULT_TREE_NODES = 8
 
 

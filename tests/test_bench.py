@@ -310,3 +310,12 @@ def test_ctrl_c_keeps_the_previous_results(folders, tmp_path, monkeypatch):
     assert r.exit_code == 130 and "Interrupted" in r.stderr and len(calls) == 3
     assert old_json.read_text() == '{"old": true}' and old_csv.read_text() == "old,table\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.csv", "b.json"]  # no temp files left
+
+
+def test_use_session_names_an_unknown_model_in_one_line():
+    from mlxspec.bench import use_session
+
+    with pytest.raises(SystemExit) as exc:
+        use_session.main(["-m", "no-such-model-anywhere"])
+    msg = str(exc.value.code)
+    assert msg.startswith("error: ") and "no-such-model-anywhere" in msg and "\n" not in msg

@@ -146,6 +146,7 @@ def main(argv=None) -> None:
     import tempfile
     from pathlib import Path
 
+    from mlxspec.errors import MlxspecError, first_line
     from mlxspec.loading import load_model
 
     ap = argparse.ArgumentParser(prog="python -m mlxspec.bench.use_session")
@@ -166,7 +167,10 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     head_kw = {k: v for k, v in (("exit_layer", a.exit_layer), ("feature_input", a.feature_input),
                                  ("init_layer", a.init_layer)) if v is not None}
-    target = load_model(a.model)
+    try:
+        target = load_model(a.model)
+    except MlxspecError as exc:  # an unknown or missing model: one line, no traceback
+        sys.exit(f"error: {first_line(exc)}")
     with tempfile.TemporaryDirectory() as tmp:
         engines = {}
         for m in a.methods.split(","):
