@@ -16,7 +16,9 @@ A drafter with copied branches (lookup, the reply store) beside its own guesses 
 each round which pays more: a draft of the copies alone (no draft step, judged on how
 copies did) or its own k-deep draft with the copies merged in (k draft steps, a wider
 verification); the faster by the same model wins, so a long, trusted copy skips the
-draft model's steps.
+draft model's steps. In greedy decoding the two are measured apart in every round that
+verifies both (steps.py): the drafter's own guesses on its own tree, the copies on the
+longest copy, so neither is credited with what the other got right.
 
 Behind the model, a measured check: over its last rounds speculation must keep up with
 a plain step (every token a round emitted counted); when it does not it is paused for a
@@ -152,6 +154,13 @@ class Governor:
             self.draft_cost = 0.7 * self.draft_cost + 0.3 * per
         self._judge()
         self._resize()
+
+    def record_copy(self, depth: int, kept: int, known: int) -> None:
+        """A copied branch `depth` long, verified beside the drafter's own draft, held
+        the first `kept` of the `known` tokens the target gave: measured like a draft of
+        copies alone (a branch longer than what is known is not counted as missed)."""
+        missed = 1.0 if kept < min(depth, known) else 0.0
+        self._free = [self._free[0] * _FORGET_ROUND + kept, self._free[1] * _FORGET_ROUND + missed]
 
     def set_costs(self, cost: CostModel, plain_step_s: Optional[float] = None) -> None:
         """The measured cost curve (and a one-token step's seconds, if nothing was

@@ -385,3 +385,36 @@ def test_a_long_trusted_copy_skips_the_drafters_own_steps(monkeypatch):
     asked, rounds_ctrl = run()
     assert rounds > 0 and rounds_ctrl > 0
     assert skipping < asked / 2
+
+
+class ShortOracle(OracleCopies):
+    def propose(self, k, params=None, rng=None, max_nodes=None):
+        at = len(self.seq) - self.start
+        return DraftTree.chain(self.future[at:at + 2], guessed=0)
+
+
+@pytest.mark.parametrize("apart", [True, False])
+def test_own_guesses_and_copies_are_measured_apart(apart, monkeypatch):
+    """A drafter whose own guesses are always wrong beside short copies that are always
+    right: in merged rounds the kept path is the copy's. Measured apart, the copies'
+    rate is known after the first rounds and they draft alone, skipping the drafter's
+    paid steps. Control: measured on the merged tree, the copies' hits count as the
+    drafter's, the copies are never measured, and the drafter is asked every round."""
+    from mlxspec.drafters.compose import Composite
+
+    if not apart:
+        monkeypatch.setattr(Composite, "last_sources", lambda self: (None, None))
+    target = tiny_model(V, layers=2, hidden=48, seed=3)
+    prompt = [5, 9, 14, 2, 7]
+    ref = greedy_reply(target, prompt, 32)
+    stub = CountingStub([0.9])
+    engine = Engine(target, CharTokenizer(V), Composite(stub, [ShortOracle(ref, start=len(prompt))]),
+                    num_draft=4, draft_name="stub+copies")
+    engine.cost, engine.plain_step_s = CPU_FLOAT, 0.1
+    out = list(engine.stream(prompt, SamplingParams(), max_tokens=32))
+    assert [r.token for r in out] == ref
+    (gov,) = engine._governors.values()
+    if apart:
+        assert gov.free_acceptance > 0.8 and stub.calls <= 3
+    else:
+        assert stub.calls > 8

@@ -27,6 +27,7 @@ class Composite(Drafter):
         parts = ([primary.name] if primary else []) + [b.name for b in self.branches]
         self.name = label or "+".join(parts)
         self._copies = None  # branches found for the current context, reused by the next draft
+        self._own = None  # the drafter's own tree in the current draft (before the copies joined)
 
     @property
     def parts(self) -> list[Drafter]:
@@ -36,17 +37,17 @@ class Composite(Drafter):
         return self.primary.make_runner(model) if self.primary else super().make_runner(model)
 
     def reset(self, tokens, runner) -> None:
-        self._copies = None
+        self._copies = self._own = None
         for d in self.parts:
             d.reset(tokens, runner)
 
     def extend(self, tokens) -> None:
-        self._copies = None
+        self._copies = self._own = None
         for d in self.parts:
             d.extend(tokens)
 
     def accept(self, kept, next_token) -> None:
-        self._copies = None
+        self._copies = self._own = None
         for d in self.parts:
             d.accept(kept, next_token)
 
@@ -64,8 +65,13 @@ class Composite(Drafter):
             tree = DraftTree()
         else:
             own = max(_MIN_OWN_NODES, budget - max(map(len, found), default=0))
-            tree = self.primary.propose(k, params, rng, max_nodes=own)
+            tree = self._own = self.primary.propose(k, params, rng, max_nodes=own)
         return self._merge(tree, found, budget)
+
+    def last_sources(self):
+        """(the drafter's own tree, the longest copied branch) of the current draft, each
+        None where there was none: what each source guessed, to be measured apart."""
+        return self._own, max(self._copies or [], key=len, default=None)
 
     @property
     def has_free_branches(self) -> bool:
