@@ -54,10 +54,6 @@ class CostModel:
         (n0, r0), (n1, r1) = pts[-2], pts[-1]
         return r1 + max(0.0, (r1 - r0) / (n1 - n0)) * (n - n1)  # a cheap last size is no trend
 
-    @property
-    def measured_to(self) -> int:
-        return self.points[-1][0]
-
     def padded_size(self, n: int) -> int:
         """The row count to run for n rows: the smallest of n and the measured sizes
         above it that costs within _PAD_NOISE of the cheapest of them (timing noise

@@ -290,9 +290,11 @@ class Engine:
         """Whether verification forwards run at the measured cheapest size (padded)."""
         return self.cost is not None and self.runner.pads and getattr(self.runner, "exit_tap", None) is None
 
-    def verify_rows(self, n: int) -> int:
-        """Rows to run for a verification forward of n (costs.padded_size)."""
-        return self.cost.padded_size(n) if self.pads else n
+    def verify_rows(self, n: int, held: int) -> int:
+        """Rows to run for a verification forward of n after `held` tokens
+        (costs.padded_size), never past the model's context."""
+        rows = self.cost.padded_size(n) if self.pads else n
+        return n if self.max_context and held + rows > self.max_context else rows
 
     def _governor_for(self, k0: int, greedy: bool) -> Governor:
         """One governor per draft length and decoding mode, kept across calls, so what it

@@ -117,7 +117,7 @@ def verify_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: float,
         if out is not None:  # None: no layer access, the exact round below
             return out
     t0 = time.perf_counter()
-    logits = engine.runner.verify(seq[-1], tree, engine.verify_rows(len(tree) + 1))
+    logits = engine.runner.verify(seq[-1], tree, engine.verify_rows(len(tree) + 1, len(seq) - 1))
     if engine.relax is not None:
         rows = (to_host(logits), host_tree(tree)) if engine.host_rows else (logits, tree)
         path, nxt = engine.relax.verify(rows[0], rows[1], seq, params, rng, engine.verify_stats)

@@ -81,7 +81,8 @@ class Composite(Drafter):
     def propose_free(self, k, params, rng, max_nodes: Optional[int] = None) -> DraftTree:
         """The branches alone (no draft step): when the drafter's own guesses are not
         expected to pay (a head still learning), copied tokens may still."""
-        return self._merge(DraftTree(), self._found(k, params, rng), self.max_nodes if max_nodes is None else max_nodes)
+        budget = self.max_nodes if max_nodes is None else max_nodes
+        return self._merge(DraftTree(), self._found(k, params, rng), budget)
 
     def copy_depth(self, k, params, rng) -> int:
         """The longest copied branch (up to k tokens) the next draft would hold."""

@@ -40,6 +40,22 @@ class ModelDrafter(Drafter):
         if self._runner is None:
             self._runner, self._cached = TargetRunner(self.model), []
         self._seq = [int(t) for t in tokens]
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Feed the draft model the new context up to the last token (the first draft
+        step's input) as the reply starts, with the target's prefill: inside the first
+        draft step its time would read as the cost of drafting, and a few new prompts
+        could price the draft model out of every later round."""
+        todo = self._sync()
+        if len(todo) < 2:
+            return
+        try:
+            mx.eval(self._runner.prefill(todo[:-1]))
+        except BaseException:
+            self._runner = None  # half-updated cache: rebuilt on the next reset
+            raise
+        self._cached.extend(todo[:-1])
 
     def extend(self, tokens: list[int]) -> None:
         self._seq.extend(int(t) for t in tokens)
