@@ -288,7 +288,7 @@ class Engine:
     @property
     def pads(self) -> bool:
         """Whether verification forwards run at the measured cheapest size (padded)."""
-        return self.cost is not None and self.runner.pads and getattr(self.runner, "exit_tap", None) is None
+        return self.cost is not None and self.runner.can_pad
 
     def verify_rows(self, n: int, held: int) -> int:
         """Rows to run for a verification forward of n after `held` tokens

@@ -145,7 +145,7 @@ class Governor:
         self._recent.append((seconds, emitted))
         missed = 1.0 if kept < depth else 0.0
         if free:
-            self._free = [self._free[0] * _FORGET_ROUND + kept, self._free[1] * _FORGET_ROUND + missed]
+            self._fold_free(kept, missed)
         else:
             self._kept = self._kept * _FORGET_ROUND + kept
             self._missed = self._missed * _FORGET_ROUND + missed
@@ -159,7 +159,9 @@ class Governor:
         """A copied branch `depth` long, verified beside the drafter's own draft, held
         the first `kept` of the `known` tokens the target gave: measured like a draft of
         copies alone (a branch longer than what is known is not counted as missed)."""
-        missed = 1.0 if kept < min(depth, known) else 0.0
+        self._fold_free(kept, 1.0 if kept < min(depth, known) else 0.0)
+
+    def _fold_free(self, kept: float, missed: float) -> None:
         self._free = [self._free[0] * _FORGET_ROUND + kept, self._free[1] * _FORGET_ROUND + missed]
 
     def set_costs(self, cost: CostModel, plain_step_s: Optional[float] = None) -> None:

@@ -18,7 +18,7 @@ from mlxspec.device_sampling import draw, greedy_ids, has_penalty, key_from, pro
 from mlxspec.errors import ModelLoadError
 from mlxspec.runtime.host import to_host
 from mlxspec.sampling import greedy_token, probs_from_logits, sample
-from mlxspec.tree import DraftTree, children_of
+from mlxspec.tree import DraftTree
 from mlxspec.verify import verify
 from mlxspec.verify_device import host_tree
 
@@ -133,26 +133,15 @@ def verify_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: float,
     depth, matched = tree.depth, len(path)
     truth = kept + [nxt]
     if own is not None and params.greedy:  # the drafter's own guesses, apart from the copies beside them
-        matched = matched_path(own, truth)
+        matched = own.matched(truth)
         depth = own.depth if matched < len(truth) else matched  # past what is known: no miss
     gov.record_round(time.perf_counter() - t0 + t_draft, depth, matched, len(path) + 1,
                      t_draft, tree.guessed, free)
     if copy:  # the copies were verified too: their rate is measured in every round
-        gov.record_copy(len(copy), matched_path(DraftTree.chain(copy), truth), len(truth))
+        gov.record_copy(len(copy), DraftTree.chain(copy).matched(truth), len(truth))
     seq.extend(kept)
     seq.append(nxt)
     return kept + [nxt]
-
-
-def matched_path(tree: DraftTree, truth: list[int]) -> int:
-    """How many of the target's tokens `truth` the tree holds as a path from its root."""
-    kids, at, n = children_of(tree.tokens, tree.parents), -1, 0
-    for t in truth:
-        at = kids.get(at, {}).get(int(t))
-        if at is None:
-            break
-        n += 1
-    return n
 
 
 def pipelined(engine, logits: mx.array, seq: list[int], params, rng, count: int, t0: float) -> Iterator[int]:

@@ -60,6 +60,16 @@ class DraftTree:
         tokens, parents = add_branch(self.tokens, self.parents, [int(t) for t in branch], max_new)
         return DraftTree(tokens, parents, self.q + [None] * (len(tokens) - len(self.tokens)), self.guessed)
 
+    def matched(self, tokens: Sequence[int]) -> int:
+        """How many of `tokens` (from the first) the tree holds as a path from its root."""
+        kids, at, n = children_of(self.tokens, self.parents), -1, 0
+        for t in tokens:
+            at = kids.get(at, {}).get(int(t))
+            if at is None:
+                break
+            n += 1
+        return n
+
     def first_chain(self) -> "DraftTree":
         """The chain that follows each node's first child (for runners without trees)."""
         keep, at = [], -1

@@ -150,13 +150,18 @@ class TargetRunner:
             compact(c, start, path)
         self.length = start + len(path)
 
+    @property
+    def can_pad(self) -> bool:
+        """Whether verify() pads now: never while a tap hears every row (exit_tap.py)."""
+        return self.pads and self.exit_tap is None
+
     def verify(self, root: int, tree, rows: int = 0) -> mx.array:
         """Target logits for a draft (mlxspec.tree.DraftTree) after `root`: row 0 predicts
         the token after root, row i + 1 the token after node i. `rows`: run the forward
         over at least this many rows where it costs less (costs.padded_size); the padding
         repeats the root after the draft, is read by no one and attends to no later row."""
         tokens = [int(root)] + list(tree.tokens)
-        pad = max(0, rows - len(tokens)) if self.pads and self.exit_tap is None else 0
+        pad = max(0, rows - len(tokens)) if self.can_pad else 0
         self._pad = pad
         if tree.is_chain:
             out = self.forward(tokens + [int(root)] * pad)
