@@ -23,7 +23,8 @@ longest copy, so neither is credited with what the other got right.
 Behind the model, a measured check: over its last rounds speculation must keep up with
 a plain step (every token a round emitted counted); when it does not it is paused for a
 while (longer each time it keeps losing), then probed again. While speculation is not
-used the acceptance estimate relaxes towards its prior, so a changed text is probed.
+used (plain steps, or rounds of copies alone) the acceptance estimate of the drafter's
+own guesses relaxes towards its prior, so a changed text is probed.
 """
 from __future__ import annotations
 
@@ -146,6 +147,11 @@ class Governor:
         missed = 1.0 if kept < depth else 0.0
         if free:
             self._fold_free(kept, missed)
+            # the drafter's own guesses sat this round out: relax them as plain steps
+            # do, so a drafter priced out by one text is probed again on the next
+            relax = _FORGET_PLAIN ** emitted
+            self._kept *= relax
+            self._missed *= relax
         else:
             self._kept = self._kept * _FORGET_ROUND + kept
             self._missed = self._missed * _FORGET_ROUND + missed

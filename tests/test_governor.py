@@ -108,6 +108,20 @@ def test_acceptance_is_learnt_from_rounds_and_forgotten_in_plain_steps():
     assert gov.acceptance > 0.6 * prior and gov.plan() > 0  # probed again
 
 
+def test_own_guesses_are_probed_again_after_rounds_of_copies_alone():
+    # A composed drafter priced out by one text drafts its copies alone from then on;
+    # those rounds say nothing of its own guesses, which must relax as in plain steps,
+    # or the draft model is never tried again (found by a 3-repetition bench).
+    gov = calibrated(0.1)
+    for _ in range(20):
+        gov.record_round(0.1, 4, 0, 1)  # rejected at once, but no slower than plain: no pause
+    assert gov.plan() == 0 and not gov.paused
+    low = gov.acceptance
+    for _ in range(50):  # copies alone, 4 tokens a round
+        gov.record_round(0.12, 4, 3, 4, free=True)
+    assert gov.acceptance > low + 0.2 and gov.plan() > 0
+
+
 def test_draft_cost_is_measured():
     gov = calibrated(0.1)
     for _ in range(10):
