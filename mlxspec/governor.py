@@ -42,6 +42,7 @@ _FORGET_ROUND = 0.85  # weight of the past per verified round
 _FORGET_PLAIN = 0.97  # ... per plain step (drifts back to the prior: a probe)
 _DRAFT_COST_PRIOR = 0.05  # draft step / target step, until measured
 _HINT_WEIGHT = 8.0  # a drafter's own estimate counts as this many measured rounds
+_NEW_TEXT_WEIGHT = 4.0  # at a new reply, earlier replies count as at most this many positions
 
 
 class Governor:
@@ -64,9 +65,14 @@ class Governor:
     def new_call(self) -> None:
         """A new reply starts: what was learnt (acceptance, costs, how long a losing
         streak pauses) carries over; a pause left from the last reply does not, as it
-        judged another text."""
+        judged another text. The acceptance learnt on earlier replies is kept but
+        weighs little, so this reply's first rounds decide (code then sampled prose
+        would otherwise draft long chains into a text that rejects them)."""
         self._pause_left = 0
         self._recent.clear()
+        self._kept, self._missed = _lighter(self._kept, self._missed)
+        self._free = list(_lighter(*self._free))
+        self._resize()
 
     def hint(self, acceptance: float, weight: float = _HINT_WEIGHT) -> None:
         """The drafter's own estimate of its acceptance (a learning head's held-out
@@ -205,6 +211,14 @@ class Governor:
         if self.plain_step_s is None or self.paused:
             return 0
         return self.k
+
+
+def _lighter(kept: float, missed: float) -> tuple[float, float]:
+    """The same estimate from at most _NEW_TEXT_WEIGHT positions of evidence."""
+    total = kept + missed
+    if total <= _NEW_TEXT_WEIGHT:
+        return kept, missed
+    return kept * _NEW_TEXT_WEIGHT / total, missed * _NEW_TEXT_WEIGHT / total
 
 
 def _estimate(kept: float, missed: float) -> float:

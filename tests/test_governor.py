@@ -122,6 +122,27 @@ def test_own_guesses_are_probed_again_after_rounds_of_copies_alone():
     assert gov.acceptance > low + 0.2 and gov.plan() > 0
 
 
+def test_a_new_reply_is_judged_on_its_own_first_rounds():
+    # Code accepted for a long while, then a reply that rejects everything (sampled
+    # prose): two rejected rounds must bring the depth down, or long chains keep being
+    # drafted into it. The control keeps the earlier replies' full weight.
+    def after_two_misses(new_text: bool) -> int:
+        gov = calibrated(0.1)
+        for _ in range(40):  # a draft step costing a third of a target step, as the 0.5B's
+            gov.record_round(0.35, 7, 7, 8, draft_seconds=0.23, guessed=7)
+        deep = gov.plan()
+        if new_text:
+            gov.new_call()
+        assert gov.plan() >= 3 and deep >= 5
+        for _ in range(2):
+            k = gov.plan()
+            gov.record_round(0.12 + 0.033 * k, k, 0, 1, draft_seconds=0.033 * k, guessed=k)
+        return gov.plan()
+
+    assert after_two_misses(True) <= 2
+    assert after_two_misses(False) >= 5  # the control: the old reply's weight holds the depth up
+
+
 def test_draft_cost_is_measured():
     gov = calibrated(0.1)
     for _ in range(10):
@@ -260,8 +281,7 @@ def test_a_drafters_hint_replaces_what_was_measured_of_it():
     estimate stops it."""
     gov = calibrated(0.1)
     for _ in range(12):
-        gov.record_round(0.2, 4, 0, 1)  # every draft rejected at once
-    gov.new_call()  # a new reply: no pause left, the measured acceptance stays
+        gov.record_round(0.1, 4, 0, 1)  # every draft rejected at once (no slower than plain: no pause)
     assert not gov.paused and gov.plan() == 0
     gov.hint(0.9)
     assert gov.plan() >= 2
