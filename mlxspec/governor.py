@@ -24,7 +24,8 @@ Behind the model, a measured check: over its last rounds speculation must keep u
 a plain step (every token a round emitted counted); when it does not it is paused for a
 while (longer each time it keeps losing), then probed again. While speculation is not
 used (plain steps, or rounds of copies alone) the acceptance estimate of the drafter's
-own guesses relaxes towards its prior, so a changed text is probed.
+own guesses relaxes towards its prior, so a changed text is probed; at a new reply what
+earlier replies taught weighs little, so the reply's own first rounds set its depth.
 """
 from __future__ import annotations
 
