@@ -135,8 +135,7 @@ class Governor:
     def record_plain(self, seconds: float) -> None:
         if self._pause_left > 0:
             self._pause_left -= 1
-        self._kept *= _FORGET_PLAIN
-        self._missed *= _FORGET_PLAIN
+        self._relax_own(_FORGET_PLAIN)
         self._free = [v * _FORGET_PLAIN for v in self._free]
         self._plain_recent.append(seconds)
         # The median of recent steps: one lucky fast step must not make every round look
@@ -156,9 +155,7 @@ class Governor:
             self._fold_free(kept, missed)
             # the drafter's own guesses sat this round out: relax them as plain steps
             # do, so a drafter priced out by one text is probed again on the next
-            relax = _FORGET_PLAIN ** emitted
-            self._kept *= relax
-            self._missed *= relax
+            self._relax_own(_FORGET_PLAIN ** emitted)
         else:
             self._kept = self._kept * _FORGET_ROUND + kept
             self._missed = self._missed * _FORGET_ROUND + missed
@@ -173,6 +170,11 @@ class Governor:
         the first `kept` of the `known` tokens the target gave: measured like a draft of
         copies alone (a branch longer than what is known is not counted as missed)."""
         self._fold_free(kept, 1.0 if kept < min(depth, known) else 0.0)
+
+    def _relax_own(self, factor: float) -> None:
+        """Forget part of what was measured of the drafter's own guesses (towards the prior)."""
+        self._kept *= factor
+        self._missed *= factor
 
     def _fold_free(self, kept: float, missed: float) -> None:
         self._free = [self._free[0] * _FORGET_ROUND + kept, self._free[1] * _FORGET_ROUND + missed]

@@ -1,6 +1,7 @@
 """The baseline drafter: a separate small model that shares the target's tokenizer."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Optional
 
 import mlx.core as mx
@@ -50,12 +51,17 @@ class ModelDrafter(Drafter):
         todo = self._sync()
         if len(todo) < 2:
             return
+        with self._guard():
+            mx.eval(self._logits(todo[:-1]))
+
+    @contextmanager
+    def _guard(self):
+        """Work on the draft cache: if it fails half-way, the cache is rebuilt on the next reset."""
         try:
-            mx.eval(self._runner.prefill(todo[:-1]))
+            yield
         except BaseException:
-            self._runner = None  # half-updated cache: rebuilt on the next reset
+            self._runner = None
             raise
-        self._cached.extend(todo[:-1])
 
     def extend(self, tokens: list[int]) -> None:
         self._seq.extend(int(t) for t in tokens)
@@ -110,7 +116,7 @@ class ModelDrafter(Drafter):
         before it is read and runs while it is read (its KV is kept when drafting stops
         there: the next _sync trims what the sequence does not continue with). Without a
         confidence floor nothing decides between steps: all k are read in one sync."""
-        try:
+        with self._guard():
             row = self._logits(self._sync())
             win = self._window(params)
             step = self._pick(row, win, params, rng)
@@ -138,7 +144,4 @@ class ModelDrafter(Drafter):
             if unread:
                 tokens = ids(mx.stack(unread))
                 self._cached.extend(tokens[:-1])  # fed ahead
-        except BaseException:
-            self._runner = None  # half-updated cache: rebuilt on the next reset
-            raise
         return DraftTree.chain(tokens, probs)
