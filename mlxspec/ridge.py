@@ -26,12 +26,13 @@ class RidgeStats:
                              f"expected ({d_in}, {d_in}), ({d_in}, {d_out})")
         self.rows = float(rows)  # rows in the statistics
 
-    def add(self, X: mx.array, Y: mx.array) -> None:
-        """Fold rows X (n, d_in) -> Y (n, d_out); not waited for."""
+    def add(self, X: mx.array, Y: mx.array, weight: float = 1.0) -> None:
+        """Fold rows X (n, d_in) -> Y (n, d_out), each counting `weight` rows; not waited for."""
         X, Y = X.astype(mx.float32), Y.astype(mx.float32)
-        self.G = self.G + X.T @ X
-        self.B = self.B + X.T @ Y
-        self.rows += float(X.shape[0])
+        Xw = X if weight == 1.0 else X * weight
+        self.G = self.G + Xw.T @ X
+        self.B = self.B + Xw.T @ Y
+        self.rows += float(weight) * float(X.shape[0])
         mx.async_eval(self.G, self.B)
 
     def solve(self, W0: mx.array, prior_rows: float) -> mx.array:

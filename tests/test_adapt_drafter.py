@@ -54,6 +54,13 @@ def test_greedy_equals_plain_while_the_head_learns(tmp_path, kind, with_lookup):
     assert state.load(tmp_path).counters.updates == 5  # saved after each update
 
 
+@pytest.mark.parametrize("kind,root", [("linear", 4), ("block", 2)])
+def test_a_linear_heads_tree_is_wider_at_the_root(tmp_path, kind, root):
+    model = tiny_model(V, layers=4, hidden=32, seed=1, scale=3.0)
+    assert adaptive(model, tmp_path, kind=kind).root_width == root
+    assert adaptive(model, tmp_path / "n", kind=kind, root_width=2).root_width == 2
+
+
 def test_head_cache_is_rebuilt_after_an_update(tmp_path):
     """After an update the head cache equals one computed with the new weights from
     scratch (the old one was computed with the old weights: the control)."""

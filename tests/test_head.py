@@ -122,6 +122,25 @@ def test_greedy_head_equals_plain(arch, feature, mode, width, frontier):
             assert toks(eng, prompt) == ref
 
 
+def test_a_wide_root_guesses_more_first_tokens_and_stays_lossless():
+    """root_width 4: the root's four likeliest children are verified (the rest of the tree
+    keeps width 2), and greedy output is the target's."""
+    model = tiny_model(V, layers=4, hidden=32, seed=5, arch="qwen2", scale=3.0)
+    tok = CharTokenizer(V)
+    prompt = [3, 9, 14, 2, 7]
+    ref = toks(Engine(model, tok), prompt)
+    head = new_head(model, 2, 1.0)
+    for root, roots in ((None, 2), (4, 4), (1, 2)):  # never narrower than the tree
+        d = HeadDrafter(model, head, core_ids=list(range(V)), vocab_mode="static", num_neighbours=0,
+                        min_confidence=0.0, root_width=root)
+        d.reset(prompt, d.make_runner(model))
+        d._runner.prefill(prompt)
+        tree = d.propose(3, SamplingParams(), np.random.default_rng(0), max_nodes=64)
+        assert tree.parents.count(-1) == roots
+        eng = Engine(model, tok, d, num_draft=3, draft_name="head", adaptive=False)
+        assert toks(eng, prompt) == ref
+
+
 def test_repetition_penalty_greedy_lossless():
     model = tiny_model(V, layers=4, hidden=32, seed=5, scale=3.0)
     params = SamplingParams(repetition_penalty=1.5)

@@ -104,11 +104,19 @@ class RidgeTrainer:
             held = {c.serial for c in self.buffer.chunks}
             self._folded = {s: n for s, n in {**self._folded, **marks}.items() if s in held}
             if new:
-                self.head.set_map(self.stats.solve(self.W0, self.prior_rows))
-                self.steps += 1
+                self.refit()
                 done = 1
         self.last = {"steps": done, "loss": None, "agree": None, "seconds": round(time.perf_counter() - t0, 4)}
         return self.last
+
+    def fold(self, hk: mx.array, prev: mx.array, hn: mx.array, weight: float = 1.0) -> None:
+        """Fold rows given directly (T, d) each: states at positions t, the final
+        normalised states at t-1 and at t (learning from files: adapt/texts.py)."""
+        self.stats.add(self._x(hk, prev), hn.astype(mx.float32), weight)
+
+    def refit(self) -> None:
+        self.head.set_map(self.stats.solve(self.W0, self.prior_rows))
+        self.steps += 1
 
     def newest_agreement(self, chunks: int = 2) -> Optional[float]:
         """Top-1 agreement (on the core vocabulary, fed its own previous prediction as

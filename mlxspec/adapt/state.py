@@ -42,6 +42,7 @@ class AdaptStateError(MlxspecError):
 @dataclass
 class Counters:
     tokens_seen: int = 0
+    text_tokens: int = 0  # tokens of the person's files read (adapt/texts.py)
     updates: int = 0
     steps: int = 0  # optimiser steps
     acceptance: list = field(default_factory=list)  # per reply, oldest first
@@ -185,8 +186,8 @@ def info(model_dir: Path) -> dict:
             side = h.with_suffix(".json")
             heads.append({"name": h.stem, "path": str(h), "adapted": h.stem == ADAPTED,
                           "bytes": h.stat().st_size + (side.stat().st_size if side.is_file() else 0)})
-    out = {"model_dir": str(model_dir), "heads": heads, "adapted": False, "tokens_seen": 0, "updates": 0,
-           "steps": 0, "acceptance": [], "base": None, "buffer": {}, "state_bytes": 0}
+    out = {"model_dir": str(model_dir), "heads": heads, "adapted": False, "tokens_seen": 0, "text_tokens": 0,
+           "updates": 0, "steps": 0, "acceptance": [], "base": None, "buffer": {}, "state_bytes": 0}
     try:
         got = load(model_dir)
     except HeadLoadError as exc:
@@ -194,7 +195,8 @@ def info(model_dir: Path) -> dict:
         return out
     if got is not None:
         c = got.counters
-        out.update(adapted=True, kind=got.head_file.config.kind, tokens_seen=c.tokens_seen, updates=c.updates,
+        out.update(adapted=True, kind=got.head_file.config.kind, tokens_seen=c.tokens_seen, text_tokens=c.text_tokens,
+                   updates=c.updates,
                    steps=c.steps,
                    acceptance=list(c.acceptance), base=c.base, buffer=c.buffer,
                    state_bytes=tree_size(state_dir(model_dir)) if state_dir(model_dir).is_dir() else 0)

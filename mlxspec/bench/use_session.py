@@ -18,6 +18,8 @@ from mlxspec.bench.session_prompts import DOMAINS
 METHODS = ("plain", "lookup", "frozen", "adapting", "adapting-static", "adapting+lookup", "draft")
 BLOCK = "-block"  # e.g. adapting-block: a new head of the transformer-block kind, trained by SGD
 EE = ":ee"  # a method's suffix: the same drafter under early-exit verification with the trained exit
+FILES = "@files"  # a method's suffix: its new head first reads --texts (adapt/texts.py)
+NARROW = "-narrow"  # e.g. adapting-narrow: the linear head's tree has 2 children at the root, not 4
 _EE_KEYS = ("exit_layer", "exit_agreement", "full_verifications", "full_emitted", "tentative_verified",
             "full_accepted", "single_level_rounds")
 
@@ -71,11 +73,13 @@ def replay(engines: dict, prompts: list[tuple[str, str]], max_tokens: int = 48, 
 
 
 def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optional[float] = None,
-               governor: bool = True, head_kw: Optional[dict] = None, steps: Optional[int] = None):
+               governor: bool = True, head_kw: Optional[dict] = None, steps: Optional[int] = None,
+               docs: Optional[list] = None):
     """An engine for one method of the comparison (None: not available for this target);
     heads start from no head (a new head from the target's own layer, its state under
     `state_dir`). `steps`: exactly that many optimiser steps after each reply, whatever
-    the clock says (recipes compared on a busy machine)."""
+    the clock says (recipes compared on a busy machine). A method ending in FILES reads
+    `docs` (token ids) before the session."""
     from mlxspec.adapt import Adapter, AdaptSettings
     from mlxspec.drafters.adaptive import AdaptiveHeadDrafter
     from mlxspec.engine import Engine
@@ -84,6 +88,8 @@ def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optiona
     drafter = None
     verify = "early-exit" if method.endswith(EE) else "exact"
     method = method[: -len(EE)] if method.endswith(EE) else method
+    read = method.endswith(FILES)
+    method = method[: -len(FILES)] if read else method
     if method == "lookup":
         drafter = with_branches(target, None)
     elif method == "draft":
@@ -96,13 +102,19 @@ def engine_for(target, method: str, state_dir, budget: float = 0.10, lr: Optiona
         head_kw = dict(head_kw or {})
         if BLOCK in method:  # the transformer-block head trained by SGD (before: the only one)
             head_kw["kind"], method = "block", method.replace(BLOCK, "")
+        tree_kw = {"root_width": 2} if NARROW in method else {}
+        method = method.replace(NARROW, "")
         exit_layer = head_kw.pop("exit_layer", None)
         adapter = Adapter.open(target.model, state_dir, target.tokenizer, exit_layer=exit_layer,
                                new_head_kw=head_kw, settings=settings)
+        if read:
+            from mlxspec.adapt.texts import learn_from_texts
+
+            learn_from_texts(adapter, docs or [])
         vocab = "static" if method.endswith("-static") else "dynamic"
         drafter = AdaptiveHeadDrafter(target.model, adapter, vocab_mode=vocab,
                                       budget_fraction=1e6 if steps else budget,
-                                      learn=method != "frozen", label=f"head:{method.split('+')[0]}")
+                                      learn=method != "frozen", label=f"head:{method.split('+')[0]}", **tree_kw)
         drafter.max_steps = steps
         if method.endswith("+lookup"):
             drafter = with_branches(target, drafter, store=False)
@@ -142,6 +154,7 @@ def main(argv=None) -> None:
     """python -m mlxspec.bench.use_session [-m MODEL] [--methods a,b] [--per-domain N]"""
     import argparse
     import json
+    import shutil
     import sys
     import tempfile
     from pathlib import Path
@@ -164,6 +177,8 @@ def main(argv=None) -> None:
     ap.add_argument("--exit-layer", type=int, default=None, help="a new head's exit layer")
     ap.add_argument("--feature-input", action="store_true", default=None, help="a new head reads the target's features")
     ap.add_argument("--init-layer", type=int, default=None, help="the target layer a new head's block copies")
+    ap.add_argument("--texts", nargs="*", default=(), help=f"files or folders the {FILES} methods' heads read first")
+    ap.add_argument("--text-tokens", type=int, default=50_000)
     a = ap.parse_args(argv)
     head_kw = {k: v for k, v in (("exit_layer", a.exit_layer), ("feature_input", a.feature_input),
                                  ("init_layer", a.init_layer)) if v is not None}
@@ -171,10 +186,26 @@ def main(argv=None) -> None:
         target = load_model(a.model)
     except MlxspecError as exc:  # an unknown or missing model: one line, no traceback
         sys.exit(f"error: {first_line(exc)}")
+    docs = None
+    if a.texts:
+        from mlxspec.adapt.texts import encode_files, text_files
+
+        try:
+            docs = encode_files(target.tokenizer, text_files(a.texts), a.text_tokens)
+        except MlxspecError as exc:
+            sys.exit(f"error: {first_line(exc)}")
     with tempfile.TemporaryDirectory() as tmp:
-        engines = {}
+        engines, read_dir = {}, None
         for m in a.methods.split(","):
-            eng = engine_for(target, m, Path(tmp) / m, a.budget, a.lr, a.governor, head_kw, a.steps)
+            t_read = time.perf_counter()
+            if m.endswith(FILES) and read_dir is not None:  # the same files read once: start from that state
+                shutil.copytree(read_dir, Path(tmp) / m)
+            eng = engine_for(target, m, Path(tmp) / m, a.budget, a.lr, a.governor, head_kw, a.steps,
+                             docs if read_dir is None else None)
+            if m.endswith(FILES) and read_dir is None:
+                read_dir = Path(tmp) / m
+                print(f"{m}: read {sum(map(len, docs or []))} tokens in {time.perf_counter() - t_read:.1f} s",
+                      file=sys.stderr)
             if eng is None:
                 print(f"{m}: not available for {target.name}", file=sys.stderr)
             else:

@@ -1,5 +1,6 @@
 """`mlxspec adapt`: generate replies to the user's own prompts and adapt the draft head on
-them (issue 15). Replies are not printed; progress with an ETA goes to stderr. The head is
+them (issue 15), and/or let the target read the user's own files (`--texts`, prefill only:
+mlxspec/adapt/texts.py). Replies are not printed; progress with an ETA goes to stderr. The head is
 saved atomically after every update, so Ctrl-C (or a kill) keeps the last saved state."""
 from __future__ import annotations
 
@@ -24,9 +25,14 @@ def _prompts(spec: str) -> dict:
 
 @click.command("adapt")
 @click.option("-m", "--model", default=None, help="Target model (default: smollm2-135m-instruct).")
-@click.option("--prompts", "prompt_spec", required=True, metavar="FILE|DIR|use-session",
+@click.option("--prompts", "prompt_spec", default=None, metavar="FILE|DIR|use-session",
               help="Your prompts: a folder (one per file), a JSONL file of chats, or a text file of "
               "blank-line-separated prompts; use-session: the built-in code/legal/medical session.")
+@click.option("--texts", multiple=True, metavar="FILE|DIR",
+              help="Your own files (code, notes, documents; repeatable): the target reads them, no replies "
+              "are generated, and the linear head learns from every position. Folders are read recursively.")
+@click.option("--text-tokens", type=int, default=50_000, show_default=True,
+              help="Most tokens read from --texts.")
 @click.option("-n", "--max-tokens", type=int, default=128, show_default=True, help="Most tokens per reply.")
 @click.option("--budget", type=float, default=1.0, show_default=True,
               help="Training seconds per second of reply.")
@@ -35,8 +41,9 @@ def _prompts(spec: str) -> dict:
               help="Train the early exit too (replies verified with --verify early-exit; the exit learns "
               "from every forward and is saved under the model's exits/).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
-    """Adapt MODEL's draft head on replies to your prompts (starting one if it has none)."""
+def adapt(model, prompt_spec, texts, text_tokens, max_tokens, budget, epochs, train_exit, as_json):
+    """Adapt MODEL's draft head on replies to your prompts and/or on your files (starting
+    one if it has none)."""
     import json
     import math
 
@@ -51,7 +58,14 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
         raise InvalidParameterError(f"--budget must be in (0, 100], got {budget}")
     if not 1 <= epochs <= 1000:
         raise InvalidParameterError(f"--epochs must be in 1..1000, got {epochs}")
-    chats = _prompts(prompt_spec)  # bad prompts fail before the model loads
+    if prompt_spec is None and not texts:
+        raise InvalidParameterError("give --prompts, --texts or both")
+    if not 1 <= text_tokens <= 10_000_000:
+        raise InvalidParameterError(f"--text-tokens must be in 1..10000000, got {text_tokens}")
+    from mlxspec.adapt.texts import text_files
+
+    files = text_files(texts)  # bad paths and prompts fail before the model loads
+    chats = _prompts(prompt_spec) if prompt_spec is not None else {}
     engine = mlxspec.load(model, "head", adapt=True, verify="early-exit" if train_exit else "exact")
     from mlxspec.drafters.adaptive import adaptive_part
 
@@ -61,6 +75,7 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
     head.budget_fraction = budget
     a = head.adapter
     start = dict(updates=a.counters.updates, tokens=a.counters.tokens_seen, replies=len(a.counters.acceptance))
+    read = _read_files(engine, a, files, text_tokens) if files else None
     total = len(chats) * epochs
     bar = Progress("adapting", total, "replies")
     done, t0, interrupted = 0, time.perf_counter(), False
@@ -80,6 +95,8 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
                "acceptance_first": round(sum(acc[:third]) / third, 4) if acc else None,
                "acceptance_last": round(sum(acc[-third:]) / third, 4) if acc else None,
                "head": str(a.model_dir / "heads" / "adapted.safetensors"), "interrupted": interrupted}
+    if read is not None:
+        summary["texts"] = read
     from mlxspec.hierarchy.state import trained_exit
 
     ex = trained_exit(engine) if train_exit else None
@@ -90,6 +107,8 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
     else:
         trend = (f", acceptance {summary['acceptance_first']:.0%} -> {summary['acceptance_last']:.0%}"
                  if acc else "")
+        if read is not None:
+            click.echo(f"read {read['files']} files, {read['tokens']} tokens in {read['seconds']:.0f} s", err=True)
         click.echo(f"{done} replies, {summary['updates']} updates{trend}; head: {summary['head']}", err=True)
         if "exit" in summary:
             agree = ", ".join(f"layer {m} {a:.0%}" for m, a in summary["exit"]["agreement"].items())
@@ -98,3 +117,15 @@ def adapt(model, prompt_spec, max_tokens, budget, epochs, train_exit, as_json):
     if interrupted:
         click.echo("Interrupted: the head keeps its last saved state.", err=True)
         sys.exit(130)
+
+
+def _read_files(engine, adapter, files, max_tokens: int) -> dict:
+    from mlxspec.adapt.texts import encode_files, learn_from_texts
+    from mlxspec.hub.progress import Progress
+
+    docs = encode_files(engine.tokenizer, files, max_tokens)
+    if not docs:
+        raise InvalidParameterError("none of the --texts files holds readable text")
+    bar = Progress("reading", sum(len(d) for d in docs), "tokens")
+    out = learn_from_texts(adapter, docs, progress=bar.update)
+    return {"files": len(docs), **out}

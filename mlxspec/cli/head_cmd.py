@@ -79,7 +79,8 @@ def info_cmd(model_spec, as_json):
                  f", acceptance {acc[-1]:.2f}")
     kind = out.get("kind", "block")
     steps = f"{out['steps']} refits" if kind == "linear" else f"{out['steps']} steps"
-    click.echo(f"  adaptation ({kind} head): {out['tokens_seen']} tokens seen, {out['updates']} updates, {steps}, "
+    read = f" (and {out['text_tokens']} of files read)" if out.get("text_tokens") else ""
+    click.echo(f"  adaptation ({kind} head): {out['tokens_seen']} tokens seen{read}, {out['updates']} updates, {steps}, "
                f"{len(acc)} replies{trend}; state {_size(out['state_bytes'])}"
                + (f"; started from head {out['base']}" if out["base"] else ""))
 

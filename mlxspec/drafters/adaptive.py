@@ -24,9 +24,13 @@ from mlx_lm.models.cache import KVCache
 
 from mlxspec.drafters.head import DEFAULT_MIN_CONFIDENCE, DEFAULT_NEIGHBOURS, DEFAULT_TAIL, HeadDrafter
 from mlxspec.drafters.head_runner import HeadTargetRunner
+from mlxspec.head.linear import LINEAR
 from mlxspec.head.vocab import DraftVocab
 
 DEFAULT_BUDGET_FRACTION = 0.10
+# A linear head's top-1 misses where its top-4 often holds the target's token: its tree
+# verifies the root's 4 likeliest children (docs/benchmarks.md, "Learning from files").
+LINEAR_ROOT_WIDTH = 4
 _HISTORY_CAP = 256 << 20  # bytes of layer-k/final states kept to rebuild the head cache
 
 
@@ -101,6 +105,8 @@ class AdaptiveHeadDrafter(HeadDrafter):
         self.max_steps: Optional[int] = None  # per reply, on top of the time budget
         self.save = True  # persist after each update (tests and benchmarks may turn it off)
         core = adapter.current_ranking()[: adapter.core_size]
+        if adapter.head.config.kind == LINEAR:
+            kw.setdefault("root_width", LINEAR_ROOT_WIDTH)
         super().__init__(model, adapter.head, core, vocab_mode=vocab_mode, tail_capacity=tail_capacity,
                          num_neighbours=num_neighbours, min_confidence=min_confidence,
                          eos_ids=adapter.eos_ids, label=label or "head:adapting", **kw)

@@ -61,12 +61,15 @@ class HeadDrafter(Drafter):
         tree_width: int = DEFAULT_TREE_WIDTH,
         tree_frontier: int = DEFAULT_TREE_FRONTIER,
         tree_nodes: int = DEFAULT_TREE_NODES,
+        root_width: Optional[int] = None,
     ):
         self.model = model
         self.head = head
         self.lm = LayeredModel(model)
         self.min_confidence = min_confidence
         self.tree_width, self.tree_frontier, self.tree_nodes = tree_width, tree_frontier, tree_nodes
+        # children of the root: where a head's top-1 misses, its top-4 often holds the token
+        self.root_width = tree_width if root_width is None else max(tree_width, int(root_width))
         self.name = label or f"head@{head.config.exit_layer}"
         V = self.lm.vocab_size
         core = [int(t) for t in eos_ids if 0 <= int(t) < V] + [int(t) for t in core_ids]
@@ -166,11 +169,11 @@ class HeadDrafter(Drafter):
                 break
         return DraftTree.chain(tokens, probs)
 
-    def _top_children(self, y: mx.array) -> tuple[np.ndarray, np.ndarray]:
-        """The tree_width likeliest draft tokens (full-vocab ids, -1 for an empty slot)
-        and their probabilities, for each row of predicted features y (B, d)."""
+    def _top_children(self, y: mx.array, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `width` likeliest draft tokens (full-vocab ids, -1 for an empty slot) and
+        their probabilities, for each row of predicted features y (B, d)."""
         sub = self.sub_logits(y)
-        w = min(self.tree_width, sub.shape[1])
+        w = min(width, sub.shape[1])
         top = mx.argpartition(-sub, w - 1, axis=1)[:, :w]
         m = mx.max(sub, axis=1, keepdims=True)
         p = mx.exp(mx.take_along_axis(sub, top, axis=1) - m) / mx.sum(mx.exp(sub - m), axis=1, keepdims=True)
@@ -194,7 +197,7 @@ class HeadDrafter(Drafter):
         level = [-1]  # the fed nodes whose predictions are the rows of y
         passes = 1  # batched passes through the lower layers and the head
         for depth in range(1, depth_limit + 1):
-            toks, probs = self._top_children(y)
+            toks, probs = self._top_children(y, self.root_width if depth == 1 else self.tree_width)
             born = sorted(((1.0 if parent < 0 else fed[parent][0]) * float(q), parent, int(t))
                           for row, parent in enumerate(level)
                           for t, q in zip(toks[row], probs[row]) if t >= 0)[::-1]

@@ -1,0 +1,121 @@
+"""Learning from the person's own files: the target reads them (prefill only, no
+generation) and the linear head's ridge statistics take every position as a row.
+
+A reply teaches the head what the target says; a file teaches it how the target's states
+move over text of the same kind (the person's code, their contracts, their notes), and a
+prefill costs a small part of what generating the same tokens does. Rows from files weigh
+TEXT_WEIGHT of a reply's row: a use session's offline replay put the map fitted on both,
+files at a quarter, above the map fitted on either alone (docs/benchmarks.md,
+"Learning from files").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import mlx.core as mx
+
+from mlxspec.errors import InvalidParameterError
+
+TEXT_WEIGHT = 0.25
+WINDOW = 512  # tokens per prefill: the target's states over a window, no cache kept between
+SUFFIXES = (".txt", ".md", ".rst", ".py", ".js", ".ts", ".java", ".c", ".h", ".cpp", ".go", ".rs",
+            ".rb", ".sh", ".tex", ".html", ".css", ".json", ".toml", ".yaml", ".yml", ".sql", ".swift")
+MAX_FILE_BYTES = 4 << 20
+
+
+def text_files(paths: Sequence[str]) -> list[Path]:
+    """The readable text files named, or under the folders named (hidden ones skipped);
+    InvalidParameterError for a path that does not exist or holds no text file."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not inside:
+                raise InvalidParameterError(f"no text files ({', '.join(SUFFIXES[:5])}, ...) under {p}")
+            found += inside
+        else:
+            raise InvalidParameterError(f"no such file or folder: {p}")
+    return list(dict.fromkeys(found))
+
+
+def read_text(path: Path) -> Optional[str]:
+    """The file's text; None for a binary, unreadable or very large file."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if b"\0" in raw[:4096]:
+        return None
+    return raw.decode("utf-8", errors="replace")
+
+
+def windows(ids: Sequence[int], size: int = WINDOW) -> Iterable[list[int]]:
+    for i in range(0, len(ids), size):
+        w = list(ids[i: i + size])
+        if len(w) > 1:
+            yield w
+
+
+def encode_files(tokenizer, files: Sequence[Path], max_tokens: Optional[int] = None) -> list[list[int]]:
+    """Token ids per readable file (binary and unreadable ones skipped), at most
+    `max_tokens` in all."""
+    docs, total = [], 0
+    for f in files:
+        text = read_text(f)
+        if not text or not text.strip():
+            continue
+        ids = list(tokenizer.encode(text))
+        if max_tokens is not None:
+            ids = ids[: max(0, max_tokens - total)]
+        if len(ids) > 1:
+            docs.append(ids)
+            total += len(ids)
+        if max_tokens is not None and total >= max_tokens:
+            break
+    return docs
+
+
+def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEXT_WEIGHT,
+                     progress: Optional[Callable[[int], None]] = None, window: int = WINDOW) -> dict:
+    """Fold the target's states over the token ids of `docs` into the adapter's linear
+    head, refit it once and save it (atomically, as after a reply).
+    Returns {"tokens", "rows", "seconds"}."""
+    import time
+
+    from mlxspec.head.linear import LINEAR
+    from mlxspec.runtime.layered import LayeredModel
+
+    trainer = adapter.trainer
+    if adapter.head.config.kind != LINEAR or not hasattr(trainer, "fold"):
+        raise InvalidParameterError(
+            f"learning from files needs the linear head; this model's head is a {adapter.head.config.kind} head "
+            "(`mlxspec head reset` starts a linear one)")
+    t0 = time.perf_counter()
+    lm = LayeredModel(adapter.model)
+    k = adapter.head.config.exit_layer
+    tokens = rows = 0
+    for ids in docs:
+        for w in windows(ids, window):
+            h_k = lm.run_layers(lm.embed(mx.array(w)[None]), 0, k, None)
+            hn = lm.norm(lm.run_layers(h_k, k, lm.num_layers, None))
+            # row t: (h_k at t, hn at t-1) -> hn at t; the window's first position has no t-1
+            trainer.fold(h_k[0, 1:], hn[0, :-1], hn[0, 1:], weight)
+            if adapter.buffer.counts is not None:
+                adapter.buffer.counts.add(w)
+            tokens += len(w)
+            rows += len(w) - 1
+            if progress is not None:
+                progress(tokens)
+    if rows:
+        trainer.refit()
+        adapter.counters.updates += 1
+        adapter.counters.text_tokens += tokens
+        adapter.save()
+    return {"tokens": tokens, "rows": rows, "seconds": round(time.perf_counter() - t0, 2)}
+

@@ -1,0 +1,167 @@
+"""Learning from the person's files (adapt/texts.py, `mlxspec adapt --texts`): the fold is
+exactly the weighted ridge problem over the target's states on the text (window starts
+dropped; controls with the wrong weight and the wrong alignment), it teaches the head the
+text's continuations, the head and its statistics are saved, files are found and bad
+paths are one clear line."""
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli_check import assert_one_line_error
+from mlxspec.adapt import Adapter, state
+from mlxspec.adapt.ridge_trainer import PRIOR_ROWS
+from mlxspec.adapt.texts import encode_files, learn_from_texts, text_files
+from mlxspec.cli.main import cli
+from mlxspec.errors import InvalidParameterError
+from mlxspec.head.linear import identity_map
+from mlxspec.runtime.layered import LayeredModel
+from tiny import tiny_model
+
+V = 64
+
+
+def reference_map(model, head, docs, window, weight, shift=1):
+    """The ridge solution from scratch, text rows counting `weight` each."""
+    lm = LayeredModel(model)
+    k = head.config.exit_layer
+    X, Y = [], []
+    for ids in docs:
+        for i in range(0, len(ids), window):
+            w = ids[i: i + window]
+            if len(w) <= shift:
+                continue
+            h = lm.run_layers(lm.embed(mx.array(w)[None]), 0, k, None)
+            hn = np.array(lm.norm(lm.run_layers(h, k, lm.num_layers, None))[0])
+            xk = np.array(head.norm(h[0]))
+            X.append(np.hstack([xk[shift:], hn[:-shift], np.ones((len(w) - shift, 1), np.float32)]))
+            Y.append(hn[shift:])
+    X, Y = np.concatenate(X).astype(np.float64), np.concatenate(Y).astype(np.float64)
+    G, B, d = weight * X.T @ X, weight * X.T @ Y, X.shape[1]
+    lam = PRIOR_ROWS * np.trace(G) / (weight * len(X) * d)
+    return np.linalg.solve(G + lam * np.eye(d), B + lam * np.array(identity_map(head.config))), len(X)
+
+
+def docs_of(seed, n=2, length=30):
+    rng = np.random.default_rng(seed)
+    return [[int(t) for t in rng.integers(2, V, length)] for _ in range(n)]
+
+
+def test_reading_is_the_weighted_ridge_problem_over_the_texts(tmp_path):
+    """Windows of 7 cut each text: a window's first position has no previous state and
+    gives no row. Weight 1 and a previous state one position further back (controls)
+    give other maps."""
+    model = tiny_model(V, layers=4, hidden=32, seed=3, scale=3.0)
+    a = Adapter.open(model, tmp_path, None, exit_layer=1)
+    docs = docs_of(0)
+    out = learn_from_texts(a, docs, weight=0.25, window=7)
+    want, rows = reference_map(model, a.head, docs, 7, 0.25)
+    assert out["tokens"] == 60 and out["rows"] == rows
+    assert a.trainer.stats.rows == pytest.approx(0.25 * rows)
+    got = np.array(a.head.as_map())
+    np.testing.assert_allclose(got, want, atol=2e-3, rtol=2e-3)
+    err = np.abs(got - want).max()
+    assert np.abs(got - reference_map(model, a.head, docs, 7, 1.0)[0]).max() > 20 * err
+    assert np.abs(got - reference_map(model, a.head, docs, 7, 0.25, shift=2)[0]).max() > 20 * err
+
+
+def agreement(model, head, docs):
+    """The head's top-1 (full vocabulary, true previous states) against the target's."""
+    lm = LayeredModel(model)
+    hits = n = 0
+    for ids in docs:
+        h = lm.run_layers(lm.embed(mx.array(ids)[None]), 0, head.config.exit_layer, None)
+        hn = lm.norm(lm.run_layers(h, head.config.exit_layer, lm.num_layers, None))[0]
+        pred = head(h[0, 1:], hn[:-1])
+        hits += int(mx.sum(mx.argmax(lm.logits(pred), -1) == mx.argmax(lm.logits(hn[1:]), -1)).item())
+        n += len(ids) - 1
+    return hits / n
+
+
+def test_reading_teaches_the_head_the_texts_continuations(tmp_path):
+    model = tiny_model(V, layers=4, hidden=32, seed=1, scale=3.0)
+    a = Adapter.open(model, tmp_path, None, exit_layer=1)
+    docs = docs_of(1, n=4, length=120)
+    before = agreement(model, a.head, docs)
+    learn_from_texts(a, docs)
+    after = agreement(model, a.head, docs)
+    assert after > max(2 * before, before + 0.1), (before, after)
+
+
+def test_what_was_read_is_saved_and_learning_carries_on(tmp_path):
+    model = tiny_model(V, layers=4, hidden=32, seed=2, scale=3.0)
+    a = Adapter.open(model, tmp_path, None, exit_layer=1)
+    learn_from_texts(a, docs_of(2))
+    b = Adapter.open(model, tmp_path, None)
+    np.testing.assert_array_equal(np.array(b.head.as_map()), np.array(a.head.as_map()))
+    assert b.trainer.stats.rows == a.trainer.stats.rows > 0 and b.counters.updates == 1
+    learn_from_texts(b, docs_of(3))
+    assert b.trainer.stats.rows > a.trainer.stats.rows
+
+
+def test_a_block_head_cannot_read(tmp_path):
+    model = tiny_model(V, layers=4, hidden=32, seed=2)
+    a = Adapter.open(model, tmp_path, None, exit_layer=1, new_head_kw={"kind": "block"})
+    with pytest.raises(InvalidParameterError, match="linear head"):
+        learn_from_texts(a, docs_of(0))
+
+
+def test_files_are_found_under_folders_and_binary_ones_skipped(tmp_path):
+    (tmp_path / "src" / ".git").mkdir(parents=True)
+    (tmp_path / "src" / "a.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "src" / "notes.md").write_text("some notes")
+    (tmp_path / "src" / ".git" / "x.txt").write_text("hidden")
+    (tmp_path / "src" / "blob.txt").write_bytes(b"\0\1\2binary")
+    (tmp_path / "src" / "image.png").write_bytes(b"\x89PNG")
+    files = text_files([str(tmp_path / "src")])
+    assert [f.name for f in files] == ["a.py", "blob.txt", "notes.md"]
+
+    class Tok:
+        def encode(self, text):
+            return [ord(c) % V for c in text]
+
+    docs = encode_files(Tok(), files, max_tokens=25)
+    assert [len(d) for d in docs] == [22, 3]  # the binary file skipped, the cap reached
+    with pytest.raises(InvalidParameterError, match="no such file"):
+        text_files([str(tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidParameterError, match="no text files"):
+        text_files([str(tmp_path / "empty")])
+
+
+@pytest.fixture()
+def folder(tmp_path, monkeypatch):
+    from tiny_folder import make_model_dir
+
+    monkeypatch.delenv("MLXSPEC_ADAPT", raising=False)
+    return make_model_dir(tmp_path / "tiny")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_adapt_texts_command(folder, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("w3 w4 w5 w6 w7 w8 w9 w3 w4 w5 w6 w7 w8 w9\n" * 4)
+    r = run("adapt", "-m", folder, "--texts", notes, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["texts"]["files"] == 1 and out["texts"]["rows"] == out["texts"]["tokens"] - 1 > 10
+    assert out["replies"] == 0 and "reading: 100%" in r.stderr
+    got = state.load(folder)
+    assert got is not None and got.counters.updates == 1 and got.counters.text_tokens == out["texts"]["tokens"]
+    r = run("head", "info", "-m", folder)
+    assert f"(and {out['texts']['tokens']} of files read)" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    ([], "--prompts, --texts or both"),
+    (["--texts", "/nonexistent/notes"], "no such file or folder"),
+    (["--texts", ".", "--text-tokens", "0"], "--text-tokens"),
+])
+def test_adapt_texts_bad_input(args, msg):
+    assert_one_line_error(run("adapt", *args), msg)
