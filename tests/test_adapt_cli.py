@@ -1,4 +1,4 @@
-"""`mlxspec adapt --prompts` and `generate --adapt/--no-adapt` on a tiny model folder."""
+"""`mlxspec adapt --prompts`, `--texts` and `generate --adapt/--no-adapt` on a tiny model folder."""
 import json
 
 import pytest
@@ -70,3 +70,27 @@ def test_adapt_exit_trains_the_early_exit_up_front(folder, tmp_path):
     assert r.exit_code == 0, r.output
     ex = json.loads(r.stdout)["exit"]
     assert ex["rows"] > 0 and ex["path"] == str(exit_path(folder)) and exit_path(folder).is_file()
+
+
+def test_adapt_texts_command(folder, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("w3 w4 w5 w6 w7 w8 w9 w3 w4 w5 w6 w7 w8 w9\n" * 4)
+    r = run("adapt", "-m", folder, "--texts", notes, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["texts"]["files"] == 1 and out["texts"]["rows"] == out["texts"]["tokens"] - 1 > 10
+    assert out["replies"] == 0 and "reading: 100%" in r.stderr
+    got = state.load(folder)
+    assert got is not None and got.counters.updates == 1 and got.counters.text_tokens == out["texts"]["tokens"]
+    r = run("head", "info", "-m", folder)
+    assert f"(and {out['texts']['tokens']} of files read)" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    ([], "--prompts, --texts or both"),
+    (["--texts", "/nonexistent/notes"], "no such file or folder"),
+    (["--texts", ".", "--text-tokens", "0"], "--text-tokens"),
+])
+def test_adapt_texts_bad_input(args, msg):
+    assert_one_line_error(run("adapt", *args), msg)

@@ -1,20 +1,15 @@
 """Learning from the person's files (adapt/texts.py, `mlxspec adapt --texts`): the fold is
 exactly the weighted ridge problem over the target's states on the text (window starts
 dropped; controls with the wrong weight and the wrong alignment), it teaches the head the
-text's continuations, the head and its statistics are saved, files are found and bad
-paths are one clear line."""
-import json
-
+text's continuations, the head and its statistics are saved, and files are found (the
+command: test_adapt_cli.py)."""
 import mlx.core as mx
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from cli_check import assert_one_line_error
-from mlxspec.adapt import Adapter, state
+from mlxspec.adapt import Adapter
 from mlxspec.adapt.ridge_trainer import PRIOR_ROWS
 from mlxspec.adapt.texts import encode_files, learn_from_texts, text_files
-from mlxspec.cli.main import cli
 from mlxspec.errors import InvalidParameterError
 from mlxspec.head.linear import identity_map
 from mlxspec.runtime.layered import LayeredModel
@@ -129,39 +124,3 @@ def test_files_are_found_under_folders_and_binary_ones_skipped(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidParameterError, match="no text files"):
         text_files([str(tmp_path / "empty")])
-
-
-@pytest.fixture()
-def folder(tmp_path, monkeypatch):
-    from tiny_folder import make_model_dir
-
-    monkeypatch.delenv("MLXSPEC_ADAPT", raising=False)
-    return make_model_dir(tmp_path / "tiny")
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def test_adapt_texts_command(folder, tmp_path):
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    (notes / "a.txt").write_text("w3 w4 w5 w6 w7 w8 w9 w3 w4 w5 w6 w7 w8 w9\n" * 4)
-    r = run("adapt", "-m", folder, "--texts", notes, "--json")
-    assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout)
-    assert out["texts"]["files"] == 1 and out["texts"]["rows"] == out["texts"]["tokens"] - 1 > 10
-    assert out["replies"] == 0 and "reading: 100%" in r.stderr
-    got = state.load(folder)
-    assert got is not None and got.counters.updates == 1 and got.counters.text_tokens == out["texts"]["tokens"]
-    r = run("head", "info", "-m", folder)
-    assert f"(and {out['texts']['tokens']} of files read)" in r.output
-
-
-@pytest.mark.parametrize("args,msg", [
-    ([], "--prompts, --texts or both"),
-    (["--texts", "/nonexistent/notes"], "no such file or folder"),
-    (["--texts", ".", "--text-tokens", "0"], "--text-tokens"),
-])
-def test_adapt_texts_bad_input(args, msg):
-    assert_one_line_error(run("adapt", *args), msg)
