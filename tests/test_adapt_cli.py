@@ -89,7 +89,7 @@ def test_adapt_texts_command(folder, tmp_path):
 
 @pytest.mark.parametrize("args,msg", [
     ([], "--prompts, --texts or both"),
-    (["--texts", "/nonexistent/notes"], "no such file or folder"),
+    (["--texts", "/nonexistent/notes"], "--texts path /nonexistent/notes does not exist"),
     (["--texts", ".", "--text-tokens", "0"], "--text-tokens"),
 ])
 def test_adapt_texts_bad_input(args, msg):

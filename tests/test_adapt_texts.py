@@ -119,7 +119,7 @@ def test_files_are_found_under_folders_and_binary_ones_skipped(tmp_path):
 
     docs = encode_files(Tok(), files, max_tokens=25)
     assert [len(d) for d in docs] == [22, 3]  # the binary file skipped, the cap reached
-    with pytest.raises(InvalidParameterError, match="no such file"):
+    with pytest.raises(InvalidParameterError, match="--texts path .* does not exist"):
         text_files([str(tmp_path / "missing")])
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidParameterError, match="no text files"):

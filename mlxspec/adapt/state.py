@@ -196,8 +196,7 @@ def info(model_dir: Path) -> dict:
     if got is not None:
         c = got.counters
         out.update(adapted=True, kind=got.head_file.config.kind, tokens_seen=c.tokens_seen, text_tokens=c.text_tokens,
-                   updates=c.updates,
-                   steps=c.steps,
+                   updates=c.updates, steps=c.steps,
                    acceptance=list(c.acceptance), base=c.base, buffer=c.buffer,
                    state_bytes=tree_size(state_dir(model_dir)) if state_dir(model_dir).is_dir() else 0)
     return out

@@ -6,7 +6,7 @@ move over text of the same kind (the person's code, their contracts, their notes
 prefill costs a small part of what generating the same tokens does. Rows from files weigh
 TEXT_WEIGHT of a reply's row: a use session's offline replay put the map fitted on both,
 files at a quarter, above the map fitted on either alone (docs/benchmarks.md,
-"Learning from files").
+"Thirteenth session: the head reads the person's files").
 """
 from __future__ import annotations
 
@@ -19,40 +19,17 @@ from mlxspec.errors import InvalidParameterError
 
 TEXT_WEIGHT = 0.25
 WINDOW = 512  # tokens per prefill: the target's states over a window, no cache kept between
-SUFFIXES = (".txt", ".md", ".rst", ".py", ".js", ".ts", ".java", ".c", ".h", ".cpp", ".go", ".rs",
-            ".rb", ".sh", ".tex", ".html", ".css", ".json", ".toml", ".yaml", ".yml", ".sql", ".swift")
-MAX_FILE_BYTES = 4 << 20
+MAX_FILE_BYTES = 4 << 20  # a larger file (a log, a dump) is skipped, not read whole
 
 
 def text_files(paths: Sequence[str]) -> list[Path]:
-    """The readable text files named, or under the folders named (hidden ones skipped);
-    InvalidParameterError for a path that does not exist or holds no text file."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            inside = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
-                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            if not inside:
-                raise InvalidParameterError(f"no text files ({', '.join(SUFFIXES[:5])}, ...) under {p}")
-            found += inside
-        else:
-            raise InvalidParameterError(f"no such file or folder: {p}")
-    return list(dict.fromkeys(found))
+    """The text files named, or under the folders named (hidden ones skipped);
+    InvalidParameterError for a path that does not exist or when none is found."""
+    from mlxspec.textfiles import expand_paths
 
-
-def read_text(path: Path) -> Optional[str]:
-    """The file's text; None for a binary, unreadable or very large file."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return None
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    if b"\0" in raw[:4096]:
-        return None
-    return raw.decode("utf-8", errors="replace")
+    if not paths:
+        return []
+    return list(dict.fromkeys(expand_paths(paths, what="--texts")))  # a file named twice is read once
 
 
 def windows(ids: Sequence[int], size: int = WINDOW) -> Iterable[list[int]]:
@@ -65,9 +42,11 @@ def windows(ids: Sequence[int], size: int = WINDOW) -> Iterable[list[int]]:
 def encode_files(tokenizer, files: Sequence[Path], max_tokens: Optional[int] = None) -> list[list[int]]:
     """Token ids per readable file (binary and unreadable ones skipped), at most
     `max_tokens` in all."""
+    from mlxspec.textfiles import read_text
+
     docs, total = [], 0
     for f in files:
-        text = read_text(f)
+        text = read_text(f, MAX_FILE_BYTES)
         if not text or not text.strip():
             continue
         ids = list(tokenizer.encode(text))
@@ -92,7 +71,7 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
     from mlxspec.runtime.layered import LayeredModel
 
     trainer = adapter.trainer
-    if adapter.head.config.kind != LINEAR or not hasattr(trainer, "fold"):
+    if adapter.head.config.kind != LINEAR:
         raise InvalidParameterError(
             f"learning from files needs the linear head; this model's head is a {adapter.head.config.kind} head "
             "(`mlxspec head reset` starts a linear one)")
@@ -118,4 +97,3 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
         adapter.counters.text_tokens += tokens
         adapter.save()
     return {"tokens": tokens, "rows": rows, "seconds": round(time.perf_counter() - t0, 2)}
-

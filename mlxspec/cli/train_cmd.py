@@ -76,7 +76,7 @@ def train_head(model_spec, corpus, exit_layer, vocab, vocab_mode, steps, batch, 
     if features and not Path(features).is_dir():
         raise InvalidParameterError(f"--features: no folder {features}")
     if corpus:
-        from mlxspec.training.corpus import expand_paths
+        from mlxspec.textfiles import expand_paths
 
         expand_paths(corpus)  # fail early on a missing path
 

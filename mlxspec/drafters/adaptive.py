@@ -29,7 +29,7 @@ from mlxspec.head.vocab import DraftVocab
 
 DEFAULT_BUDGET_FRACTION = 0.10
 # A linear head's top-1 misses where its top-4 often holds the target's token: its tree
-# verifies the root's 4 likeliest children (docs/benchmarks.md, "Learning from files").
+# verifies the root's 4 likeliest children (docs/benchmarks.md, "Thirteenth session").
 LINEAR_ROOT_WIDTH = 4
 _HISTORY_CAP = 256 << 20  # bytes of layer-k/final states kept to rebuild the head cache
 

@@ -12,16 +12,15 @@ text files).
 """
 from __future__ import annotations
 
-import gzip
 import os
 import sysconfig
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".c", ".h", ".js", ".ts", ".json", ".toml",
-                 ".cfg", ".ini", ".yaml", ".yml", ".sh", ".html", ".css", ".tex", ".csv", ""}
+from mlxspec.textfiles import read_text
+
 _SKIP_DIRS = {"test", "tests", "site-packages", "idle_test", "__pycache__", "lib2to3", "encodings",
               "unicodedata", "pydoc_data", "ensurepip"}
 PROSE_ROOTS = ("/usr/share/common-licenses", "/usr/share/doc")
@@ -87,44 +86,6 @@ def default_corpus_files() -> list[Path]:
         if i < len(prose):
             out.append(prose[i])
     return out
-
-
-def expand_paths(specs: Iterable[str]) -> list[Path]:
-    """Files and directories (walked for text files) named on the command line."""
-    from mlxspec.errors import InvalidParameterError
-
-    out: list[Path] = []
-    for s in specs:
-        p = Path(s).expanduser()
-        if p.is_file():
-            out.append(p)
-        elif p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for f in sorted(filenames):
-                    q = Path(dirpath) / f
-                    suf = q.suffix.lower()
-                    if suf == ".gz":
-                        suf = Path(q.stem).suffix.lower()
-                    if suf in TEXT_SUFFIXES and not f.startswith("."):
-                        out.append(q)
-        else:
-            raise InvalidParameterError(f"corpus path {s} does not exist")
-    if not out:
-        raise InvalidParameterError("the corpus is empty (no text files found)")
-    return out
-
-
-def read_text(path: Path) -> Optional[str]:
-    try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
-        if b"\0" in raw[:4096]:
-            return None  # binary
-        return raw.decode("utf-8", errors="replace")
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return None
 
 
 def tokenize_corpus(tokenizer, paths: Sequence[Path], max_tokens: int,

@@ -82,7 +82,8 @@ def train(
 ) -> Optional[TrainResult]:
     """Train (or resume) a head. Returns None when stopped early by `stop_after` or the
     time budget before the last step (the checkpoint is kept; run again to resume)."""
-    from mlxspec.training.corpus import MAX_DOC_TOKENS, default_corpus_files, expand_paths, tokenize_corpus
+    from mlxspec.textfiles import expand_paths
+    from mlxspec.training.corpus import MAX_DOC_TOKENS, default_corpus_files, tokenize_corpus
 
     lm = LayeredModel(model)
     s = settings
