@@ -3,6 +3,10 @@ windows (one full pass, no cache), and the teacher-forced acceptance proxies of 
 on held-out windows or on stored states."""
 from __future__ import annotations
 
+import sys
+import time
+from typing import Optional
+
 import mlx.core as mx
 import numpy as np
 
@@ -44,3 +48,55 @@ def evaluate_features(model, head: DraftHead, hk: np.ndarray, hn: np.ndarray, we
             yield mx.array(hk[i : i + batch]), mx.array(hn[i : i + batch]), mx.array(weights[i : i + batch])
 
     return score_batches(head, batches(), LayeredModel(model).lm_head_weight, core_ids)
+
+
+def teacher_features(model, exit_layer: int, windows: np.ndarray, ckpt, batch: int,
+                     progress: bool, should_stop) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The teacher's layer-k and final states of every training window, computed once
+    into memory-mapped files in the checkpoint and resumed where a run stopped. None
+    when `should_stop()` ended it first (the files and the count are saved)."""
+    from mlxspec.training.progress import bar, log
+
+    n, seq_len = windows.shape
+    d = LayeredModel(model).hidden_size
+    hk_path, hn_path = ckpt.dir / "teacher_hk.npy", ckpt.dir / "teacher_hn.npy"
+    done = ckpt.teacher_done
+    mode = "r+" if done and hk_path.exists() else "w+"
+    if mode == "w+":
+        done = 0
+    hk = np.lib.format.open_memmap(hk_path, mode=mode, dtype=np.float32, shape=(n, seq_len, d))
+    hn = np.lib.format.open_memmap(hn_path, mode=mode, dtype=np.float32, shape=(n, seq_len, d))
+
+    def save():
+        hk.flush()
+        hn.flush()
+        ckpt.teacher_done = done
+        ckpt.save()
+
+    teacher = Teacher(model, exit_layer)
+    try:
+        t0, i0 = time.perf_counter(), done
+        while done < n:
+            j = min(n, done + batch)
+            h_k, t_hn = teacher(mx.array(windows[done:j]))
+            mx.eval(h_k, t_hn)
+            hk[done:j] = np.array(h_k)
+            hn[done:j] = np.array(t_hn)
+            done = j
+            if progress:
+                bar(done, n, t0, i0, "teacher windows", unit="win")
+            if (done // batch) % 25 == 0:
+                save()
+            if should_stop():
+                break
+        if progress and done > i0:
+            sys.stderr.write("\n")
+        if done < n:
+            save()
+            log(f"stopped while computing teacher features ({done}/{n}); run again to resume")
+            return None
+    except KeyboardInterrupt:
+        save()
+        raise
+    ckpt.teacher_done = done
+    return hk, hn

@@ -6,14 +6,13 @@ target's own output distribution (KL on the core vocabulary) and its final norma
 hidden state (cosine). No labels from anywhere else. Or, with `features`, on replies the
 target generated itself with those states kept (`mlxspec.training.selfgen`): no teacher pass.
 
-Checkpoints (head weights, optimizer state, step, settings, tokenised corpus) live in
-`models/<model>/heads/.ckpt-<name>/`; a run with the same settings resumes from there.
+A run with the same settings resumes from its checkpoint (checkpoint.py); the teacher's
+features are computed once into it (teacher.py).
 The finished head is written atomically to `models/<model>/heads/<name>.safetensors` plus
 `<name>.json`, and the checkpoint is removed.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,23 +22,19 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten, tree_unflatten
 
-from mlxspec.atomic import atomic_write_with, clean_stale_temps, discard_dir
-from mlxspec.runtime.layered import LayeredModel
-from mlxspec.head.io import atomic_save_safetensors, atomic_write_text, heads_dir, save_head
+from mlxspec.head.io import heads_dir, save_head
 from mlxspec.head.model import DraftHead, default_exit_layer, new_head
 from mlxspec.head.objective import GRAD_CLIP, default_vocab_size, head_loss
 from mlxspec.head.vocab import rank_core
-from mlxspec.training.settings import TrainResult, TrainSettings, teacher_key
-from mlxspec.training.teacher import Teacher, evaluate, evaluate_features
+from mlxspec.runtime.layered import LayeredModel
+from mlxspec.training.checkpoint import Checkpoint
+from mlxspec.training.progress import bar, log as _log
+from mlxspec.training.settings import TrainResult, TrainSettings
+from mlxspec.training.teacher import evaluate, evaluate_features, teacher_features
 
 
 RANK_KEEP = 65536  # ranked ids stored in the head file (core size can change at load)
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _init_from(head: DraftHead, hf) -> None:
@@ -55,16 +50,6 @@ def _init_from(head: DraftHead, hf) -> None:
                 f"this run's is {getattr(mine, f)}")
     head.load_weights(list(hf.weights.items()), strict=True)
     mx.eval(head.parameters())
-
-
-def _progress(step: int, total: int, t0: float, start_step: int, info: str, unit: str = "step") -> None:
-    width = 28
-    frac = step / max(total, 1)
-    bar = "#" * int(width * frac) + "-" * (width - int(width * frac))
-    rate = (step - start_step) / max(time.perf_counter() - t0, 1e-9)
-    eta = (total - step) / rate if rate > 0 else 0
-    sys.stderr.write(f"\r[{bar}] {step}/{total} {info} {rate:.2f} {unit}/s eta {eta:.0f}s ")
-    sys.stderr.flush()
 
 
 def train(
@@ -93,29 +78,10 @@ def train(
         s.vocab = default_vocab_size(lm.vocab_size)
     s.vocab = int(min(s.vocab, lm.vocab_size))
     out_dir = heads_dir(model_dir)
-    ckpt = out_dir / f".ckpt-{name}"
-    key = s.resume_key()
 
     # -- resume or start -----------------------------------------------------------------
-    state = None
-    fresh_head = False  # a checkpoint whose teacher features we keep, with a new head
-    clean_stale_temps(out_dir)  # head files of a killed write
-    clean_stale_temps(ckpt)
-    if ckpt.is_dir() and resume:
-        try:
-            state = json.loads((ckpt / "state.json").read_text())
-            if state.get("key") != key:
-                if teacher_key(state.get("key") or {}) == teacher_key(key):
-                    _log(f"checkpoint {ckpt} has other training settings; keeping its teacher "
-                         "features, training a new head")
-                    fresh_head = True
-                else:
-                    _log(f"checkpoint {ckpt} has other settings; starting over")
-                    state = None
-        except (OSError, ValueError):
-            state = None
-    if state is None and ckpt.exists():
-        discard_dir(ckpt)
+    ckpt = Checkpoint(out_dir, name, s.resume_key())
+    state = ckpt.open(resume)
 
     eos = list(getattr(tokenizer, "eos_token_ids", None) or [])
     fdata = None
@@ -133,8 +99,8 @@ def train(
         corpus_desc = {"recipe": "self-generated replies with the target's states (mlxspec.training.selfgen)",
                        "paths": [str(s.features)], "documents": len(fdata), "tokens": int(tokens.size)}
     elif state is not None:
-        tokens = np.load(ckpt / "tokens.npy")
-        corpus_desc = state["corpus_desc"]
+        tokens = ckpt.tokens()
+        corpus_desc = ckpt.corpus_desc
     else:
         paths = expand_paths(s.corpus) if s.corpus else default_corpus_files()
         tokens, used = tokenize_corpus(tokenizer, paths, s.corpus_tokens, sep=eos[0] if eos else None,
@@ -188,38 +154,14 @@ def train(
     )
     opt = optim.AdamW(learning_rate=sched, weight_decay=0.0)
     opt.init(head.trainable_parameters())
-    step = 0
-    if state is not None and not fresh_head:
-        head.load_weights(str(ckpt / state.get("head_file", "head.safetensors")))
-        opt_state = mx.load(str(ckpt / state.get("opt_file", "opt.safetensors")))
-        opt.state = tree_unflatten(list(opt_state.items()))
-        step = int(state["step"])
-        _log(f"resuming {name} from step {step} ({ckpt})")
-    elif state is None:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        if fdata is None:  # `features` rows are read from their own folder again
-            atomic_write_with(ckpt / "tokens.npy", lambda tmp: np.save(tmp, tokens), suffix=".npy")
-
-    teacher_state = {"done": 0}
-
-    def save_ckpt():
-        # Head and optimizer files are named by step and state.json, written last, names
-        # them: a kill leaves the previous checkpoint or this one, never a head of one step
-        # with another step's optimizer state.
-        files = {"head_file": f"head-{step:06d}.safetensors", "opt_file": f"opt-{step:06d}.safetensors"}
-        atomic_save_safetensors(ckpt / files["head_file"], dict(tree_flatten(head.parameters())))
-        atomic_save_safetensors(ckpt / files["opt_file"], dict(tree_flatten(opt.state)))
-        atomic_write_text(ckpt / "state.json", json.dumps(
-            {"step": step, "key": key, "corpus_desc": corpus_desc, "name": name,
-             "teacher_done": teacher_state["done"], **files}))
-        for old in [*ckpt.glob("head*.safetensors"), *ckpt.glob("opt*.safetensors")]:
-            if old.name not in files.values():
-                old.unlink(missing_ok=True)
-
-    teacher = Teacher(model, s.exit_layer)
+    ckpt.corpus_desc = corpus_desc
+    if state is None:
+        ckpt.begin(tokens if fdata is None else None)  # `features` rows are read from their own folder again
+    step = ckpt.track(head, opt, resume=state is not None and not ckpt.fresh_head)
+    if step:
+        _log(f"resuming {name} from step {step} ({ckpt.dir})")
     W = lm.lm_head_weight
     core_w = W[mx.array(core_ids)]
-    d = lm.hidden_size
     t0 = time.perf_counter()
     start_step = step
     stopped = False
@@ -228,53 +170,15 @@ def train(
         return time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
 
     # -- phase 1: the teacher's features, once (memory-mapped, resumable) ----------------
-    # (rows from `features` already carry them)
-    # Training row i is row_ids[i] of feats_* (no copy of the `features` rows).
-    feats_w = None
+    # (rows from `features` already carry them). Training row i is row_ids[i] of feats_*.
     if fdata is not None:
         feats_hk, feats_hn, feats_w, row_ids = fdata.hk, fdata.hn, fdata.weights, train_rows
     else:
-        row_ids = np.arange(n_train)
-        hk_path, hn_path = ckpt / "teacher_hk.npy", ckpt / "teacher_hn.npy"
-        done = int(state.get("teacher_done", 0)) if state is not None else 0
-        mode = "r+" if done and hk_path.exists() else "w+"
-        if mode == "w+":
-            done = 0
-        feats_hk = np.lib.format.open_memmap(hk_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
-        feats_hn = np.lib.format.open_memmap(hn_path, mode=mode, dtype=np.float32, shape=(n_train, s.seq_len, d))
-        teacher_state = {"done": done}
-
-        def save_teacher():
-            feats_hk.flush()
-            feats_hn.flush()
-            save_ckpt()
-
-        try:
-            tb = time.perf_counter()
-            i0 = done
-            while done < n_train:
-                j = min(n_train, done + s.batch)
-                h_k, t_hn = teacher(mx.array(train_w[done:j]))
-                mx.eval(h_k, t_hn)
-                feats_hk[done:j] = np.array(h_k)
-                feats_hn[done:j] = np.array(t_hn)
-                done = j
-                teacher_state["done"] = done
-                if progress:
-                    _progress(done, n_train, tb, i0, "teacher windows", unit="win")
-                if (done // s.batch) % 25 == 0:
-                    save_teacher()
-                if out_of_time() or (stop_after is not None and stop_after <= 0):
-                    break
-            if progress and done > i0:
-                sys.stderr.write("\n")
-            if done < n_train:
-                save_teacher()
-                _log(f"stopped while computing teacher features ({done}/{n_train}); run again to resume")
-                return None
-        except KeyboardInterrupt:
-            save_teacher()
-            raise
+        feats = teacher_features(model, s.exit_layer, train_w, ckpt, s.batch, progress,
+                                 lambda: out_of_time() or (stop_after is not None and stop_after <= 0))
+        if feats is None:
+            return None
+        (feats_hk, feats_hn), feats_w, row_ids = feats, None, np.arange(n_train)
 
     # -- phase 2: train the head on the stored features ------------------------------
     loss_and_grad = nn.value_and_grad(head, head_loss)
@@ -307,14 +211,16 @@ def train(
             if on_step:
                 on_step(step, lv)
             if progress:
-                _progress(step, s.steps, t1, start_step, f"loss {ema:.3f} top1 {ema_agree:.3f}")
+                bar(step, s.steps, t1, start_step, f"loss {ema:.3f} top1 {ema_agree:.3f}")
+            ckpt.step = step
             if step % ckpt_every == 0 and step < s.steps:
-                save_ckpt()
+                ckpt.save()
             if (stop_after is not None and step - start_step >= stop_after) or out_of_time():
                 stopped = step < s.steps
                 break
     except KeyboardInterrupt:
-        save_ckpt()
+        ckpt.step = step
+        ckpt.save()
         if progress:
             sys.stderr.write("\n")
         _log(f"interrupted at step {step}; checkpoint saved, run again to resume")
@@ -322,8 +228,8 @@ def train(
     if progress:
         sys.stderr.write("\n")
     if stopped:
-        save_ckpt()
-        _log(f"stopped at step {step}/{s.steps}; checkpoint saved in {ckpt}, run again to resume")
+        ckpt.save()
+        _log(f"stopped at step {step}/{s.steps}; checkpoint saved in {ckpt.dir}, run again to resume")
         return None
 
     head.eval()
@@ -356,25 +262,6 @@ def train(
     }
     path = out_dir / f"{name}.safetensors"
     save_head(path, head, ranked, lm.fingerprint(), settings_out)
-    discard_dir(ckpt)
+    ckpt.discard()
     return TrainResult(path, step, settings_out, metrics)
 
-
-def update_settings(path: Path, extra: dict) -> None:
-    """Add measurements (e.g. acceptance in real generation) to a head's JSON and
-    metadata, atomically."""
-    from mlxspec.head.io import read_head
-
-    hf = read_head(path)
-    settings = dict(hf.settings)
-    settings.update(extra)
-    arrays = {f"head.{k}": v for k, v in hf.weights.items()}
-    arrays["core_ids"] = mx.array(hf.core_ids)
-    meta = {
-        "mlxspec_head_format": "1",
-        "config": hf.config.to_json(),
-        "fingerprint": json.dumps(hf.fingerprint, sort_keys=True),
-        "settings": json.dumps(settings, sort_keys=True),
-    }
-    atomic_save_safetensors(path, arrays, meta)
-    atomic_write_text(Path(path).with_suffix(".json"), json.dumps(settings, indent=2, sort_keys=True) + "\n")
