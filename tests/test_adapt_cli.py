@@ -87,6 +87,19 @@ def test_adapt_texts_command(folder, tmp_path):
     assert f"(and {out['texts']['tokens']} of files read)" in r.output
 
 
+def test_adapt_texts_with_exit_teaches_the_exit_from_the_files_alone(folder, tmp_path):
+    from mlxspec.hierarchy.exit_store import exit_path
+
+    notes = tmp_path / "a.txt"
+    notes.write_text("w3 w4 w5 w6 w7 w8 w9 w3 w4 w5 w6 w7 w8 w9\n" * 8)
+    r = run("adapt", "-m", folder, "--texts", notes, "--exit", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["replies"] == 0 and out["exit"]["rows"] == out["texts"]["tokens"] > 64
+    assert exit_path(folder).is_file()
+    assert "trained exit" in run("head", "info", "-m", folder).output
+
+
 @pytest.mark.parametrize("args,msg", [
     ([], "--prompts, --texts or both"),
     (["--texts", "/nonexistent/notes"], "--texts path /nonexistent/notes does not exist"),

@@ -96,6 +96,52 @@ def test_what_was_read_is_saved_and_learning_carries_on(tmp_path):
     assert b.trainer.stats.rows > a.trainer.stats.rows
 
 
+def test_the_same_forwards_teach_the_trained_exit(tmp_path):
+    """With a trained exit, every position of the text (window starts too: the exit
+    pairs a state with the final state at the same position) adds its layer-m state
+    to the exit's statistics, exactly; the exit fitted on them agrees with the target
+    on the text more than the untrained exit does. Control: layer m + 1's states give
+    other statistics."""
+    from mlxspec.hierarchy.exit_adapter import ExitAdapter
+
+    model = tiny_model(V, layers=4, hidden=32, seed=4, scale=3.0)
+    a = Adapter.open(model, tmp_path, None, exit_layer=1)
+    lm = LayeredModel(model)
+    ex = ExitAdapter(lm, [2], prior_rows=4.0)
+    docs = docs_of(4, n=4, length=120)
+    out = learn_from_texts(a, docs, window=50, exit=ex)
+    ex.fold()
+    assert ex.rows == out["tokens"] == 480
+
+    def stats(m):
+        G = 0
+        for ids in docs:
+            for i in range(0, len(ids), 50):
+                h = lm.run_layers(lm.embed(mx.array(ids[i: i + 50])[None]), 0, m, None)
+                x = np.array(lm.norm(h)[0], dtype=np.float64)
+                x = np.hstack([x, np.ones((len(x), 1))])
+                G = G + x.T @ x
+        return G
+
+    got = np.array(ex.G[2])
+    np.testing.assert_allclose(got, stats(2), rtol=1e-3, atol=1e-2)
+    assert np.abs(got - stats(3)).max() > 100 * np.abs(got - stats(2)).max()
+
+    def exit_agreement():
+        hits = n = 0
+        for ids in docs:
+            h = lm.run_layers(lm.embed(mx.array(ids)[None]), 0, 2, None)
+            hn = lm.norm(lm.run_layers(h, 2, lm.num_layers, None))
+            hits += int(mx.sum(mx.argmax(lm.logits(ex.state(2, h)), -1) == mx.argmax(lm.logits(hn), -1)).item())
+            n += len(ids)
+        return hits / n
+
+    before = exit_agreement()
+    assert ex.refit()
+    after = exit_agreement()
+    assert after > before + 0.1, (before, after)
+
+
 def test_a_block_head_cannot_read(tmp_path):
     model = tiny_model(V, layers=4, hidden=32, seed=2)
     a = Adapter.open(model, tmp_path, None, exit_layer=1, new_head_kw={"kind": "block"})

@@ -61,9 +61,12 @@ def encode_files(tokenizer, files: Sequence[Path], max_tokens: Optional[int] = N
 
 
 def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEXT_WEIGHT,
-                     progress: Optional[Callable[[int], None]] = None, window: int = WINDOW) -> dict:
+                     progress: Optional[Callable[[int], None]] = None, window: int = WINDOW,
+                     exit=None) -> dict:
     """Fold the target's states over the token ids of `docs` into the adapter's linear
-    head, refit it once and save it (atomically, as after a reply).
+    head, refit it once and save it (atomically, as after a reply). With `exit` (a
+    trained exit, hierarchy/exit_adapter.py) the same forwards teach it too: its layers'
+    states against the final state, as a prompt's rows (the caller refits and saves it).
     Returns {"tokens", "rows", "seconds"}."""
     import time
 
@@ -81,8 +84,9 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
     tokens = rows = 0
     for ids in docs:
         for w in windows(ids, window):
-            h_k = lm.run_layers(lm.embed(mx.array(w)[None]), 0, k, None)
-            hn = lm.norm(lm.run_layers(h_k, k, lm.num_layers, None))
+            h_k, hn, states = _run(lm, w, k, exit.layers if exit is not None else ())
+            if states:
+                exit.observe(states, hn, prompt=True)
             # row t: (h_k at t, hn at t-1) -> hn at t; the window's first position has no t-1
             trainer.fold(h_k[0, 1:], hn[0, :-1], hn[0, 1:], weight)
             if adapter.buffer.counts is not None:
@@ -97,3 +101,18 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
         adapter.counters.text_tokens += tokens
         adapter.save()
     return {"tokens": tokens, "rows": rows, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _run(lm, ids: Sequence[int], k: int, taps: Sequence[int]):
+    """(layer-k state, final normalised state, {m: layer-m state for m in taps}) of one
+    window, the layers run once in segments."""
+    h = lm.embed(mx.array(ids)[None])
+    states, h_k, at = {}, None, 0
+    for stop in sorted({k, *taps, lm.num_layers}):
+        h = lm.run_layers(h, at, stop, None)
+        at = stop
+        if stop == k:
+            h_k = h
+        if stop in taps:
+            states[stop] = h
+    return h_k, lm.norm(h), states

@@ -75,7 +75,7 @@ def adapt(model, prompt_spec, texts, text_tokens, max_tokens, budget, epochs, tr
     head.budget_fraction = budget
     a = head.adapter
     start = dict(updates=a.counters.updates, tokens=a.counters.tokens_seen, replies=len(a.counters.acceptance))
-    read = _read_files(engine, a, files, text_tokens) if files else None
+    read = _read_files(engine, a, files, text_tokens, train_exit) if files else None
     total = len(chats) * epochs
     bar = Progress("adapting", total, "replies")
     done, t0, interrupted = 0, time.perf_counter(), False
@@ -119,7 +119,7 @@ def adapt(model, prompt_spec, texts, text_tokens, max_tokens, budget, epochs, tr
         sys.exit(130)
 
 
-def _read_files(engine, adapter, files, max_tokens: int) -> dict:
+def _read_files(engine, adapter, files, max_tokens: int, train_exit: bool = False) -> dict:
     from mlxspec.adapt.texts import encode_files, learn_from_texts
     from mlxspec.hub.progress import Progress
 
@@ -127,5 +127,13 @@ def _read_files(engine, adapter, files, max_tokens: int) -> dict:
     if not docs:
         raise InvalidParameterError("none of the --texts files holds readable text")
     bar = Progress("reading", sum(len(d) for d in docs), "tokens")
-    out = learn_from_texts(adapter, docs, progress=bar.update)
+    ex = None
+    if train_exit:  # the same forwards teach the trained exit
+        from mlxspec.hierarchy.state import prepare, reply_ended, trained_exit
+
+        prepare(engine)
+        ex = trained_exit(engine)
+    out = learn_from_texts(adapter, docs, progress=bar.update, exit=ex)
+    if ex is not None:
+        reply_ended(engine)  # refit and save it
     return {"files": len(docs), **out}
