@@ -35,6 +35,44 @@ def test_greedy_speculative_equals_plain(seed, k):
         assert tokens_of(engine, prompt) == ref
 
 
+@pytest.mark.parametrize("pipeline", [False, True])
+@pytest.mark.parametrize("penalty", [None, 1.3])
+def test_confidence_stops_stay_lossless_built_ahead_or_not(target, pipeline, penalty):
+    params = SamplingParams(repetition_penalty=penalty)
+    tok = CharTokenizer(V)
+    ref = tokens_of(Engine(target, tok), [1, 2, 3], params=params)
+    d = ModelDrafter(perturbed_copy(target, 0.3, seed=3), V, min_confidence=0.5, pipeline=pipeline)
+    engine = Engine(target, tok, d, num_draft=4, draft_name="d", adaptive=False)
+    assert tokens_of(engine, [1, 2, 3], params=params) == ref
+    for _ in range(2):  # the draft's cache follows the sequence across replies
+        assert tokens_of(engine, [1, 2, 3], params=params) == ref
+
+
+def test_a_step_is_built_ahead_of_a_stop_only_where_asked(target):
+    """A draft stopped by its confidence computes one forward per token it drafted
+    (after the first) on a CPU; built ahead of the read (a GPU's way) it computes the
+    step after the stop too. Counted over a reply whose drafts stop early."""
+    def forwards(pipeline):
+        d = ModelDrafter(perturbed_copy(target, 0.3, seed=3), V, min_confidence=0.5, pipeline=pipeline)
+        calls, drafted = [0], []
+        inner_next, inner_propose = d._next_row, d.propose
+        d._next_row = lambda tok: (calls.__setitem__(0, calls[0] + 1), inner_next(tok))[1]
+
+        def propose(k, *a, **kw):
+            tree = inner_propose(k, *a, **kw)
+            drafted.append((k, len(tree)))
+            return tree
+        d.propose = propose
+        tokens_of(Engine(target, CharTokenizer(V), d, num_draft=4, draft_name="d", adaptive=False), [1, 2, 3])
+        stopped = sum(1 for k, n in drafted if n < k)
+        return calls[0], sum(n - 1 for _, n in drafted), stopped
+
+    calls, needed, stopped = forwards(False)
+    assert stopped > 0 and calls == needed
+    calls, needed, stopped = forwards(True)
+    assert stopped > 0 and calls == needed + stopped
+
+
 def test_speculation_actually_ran(target):
     """Guards the equality test above: drafts were proposed and some were accepted."""
     draft = perturbed_copy(target, 0.02)

@@ -237,10 +237,13 @@ def test_engine_chains_are_exact(tiny_target, case, depth):
     assert pvalue(counts, exact_joint(tiny_target, params)) > P_MIN
 
 
-def test_engine_draft_model_chains_are_exact(tiny_target):
-    """The real draft-model drafter's q rows (a perturbed copy of the target)."""
+@pytest.mark.parametrize("floor,pipeline", [(0.0, None), (0.3, False), (0.3, True)])
+def test_engine_draft_model_chains_are_exact(tiny_target, floor, pipeline):
+    """The real draft-model drafter's q rows (a perturbed copy of the target): all k
+    steps queued, or stopped by confidence with the next step built before or after
+    the read."""
     params = CASES["penalty"]
-    draft = ModelDrafter(perturbed_copy(tiny_target, 0.6, seed=5), V_E, min_confidence=0.0)
+    draft = ModelDrafter(perturbed_copy(tiny_target, 0.6, seed=5), V_E, min_confidence=floor, pipeline=pipeline)
     engine = Engine(tiny_target, CharTokenizer(V_E), draft, num_draft=3, adaptive=False)
     counts, rounds, rejected = engine_counts(engine, params, SAMPLES, max_tokens=4)
     assert rounds >= SAMPLES and rejected > SAMPLES * 0.2

@@ -22,11 +22,12 @@ class ModelDrafter(Drafter):
     greedy_q = False  # True: q rows in greedy decoding too (relaxed.request_draft_rows)
 
     def __init__(self, model, target_vocab_size: int, label: str = "draft-model",
-                 min_confidence: float = DEFAULT_MIN_CONFIDENCE):
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE, pipeline: Optional[bool] = None):
         self.model = model
         self.name = label
         self.vocab_size = target_vocab_size
         self.min_confidence = min_confidence
+        self.pipeline = pipeline  # build a step before the last is read; None: on a GPU
         self._runner: Optional[TargetRunner] = None
         self._seq: list[int] = []  # every token of the sequence
         self._cached: list[int] = []  # tokens whose KV is in the draft's cache
@@ -112,10 +113,13 @@ class ModelDrafter(Drafter):
         return tok, q, confidence
 
     def propose(self, k: int, params: SamplingParams, rng: np.random.Generator, max_nodes=None) -> DraftTree:
-        """Up to k draft steps, pipelined: step i + 1's forward is built on step i's token
-        before it is read and runs while it is read (its KV is kept when drafting stops
-        there: the next _sync trims what the sequence does not continue with). Without a
-        confidence floor nothing decides between steps: all k are read in one sync."""
+        """Up to k draft steps. Without a confidence floor nothing decides between steps:
+        all k are queued and read in one sync. With one, each step's token is read to
+        decide whether to go on; where the device overlaps compute with that read (a
+        GPU), step i + 1's forward is built on step i's token before it is read (its KV
+        is kept when drafting stops there: the next _sync trims it). On a CPU nothing
+        overlaps, and a step built ahead of a stop would be a whole draft step wasted."""
+        ahead_of_read = self.pipeline if self.pipeline is not None else mx.default_device() != mx.cpu
         with self._guard():
             row = self._logits(self._sync())
             win = self._window(params)
@@ -124,24 +128,34 @@ class ModelDrafter(Drafter):
             probs: list[Optional[object]] = []  # q rows stay on the device
             unread = [] if self.min_confidence <= 0 else None
             for i in range(k):
-                tok, q, confidence = step
+                tok, q, confidence = step[:3]
                 ahead = i < k - 1
-                if ahead:
-                    win = self._grow(win, tok, params)
-                    step = self._pick(self._next_row(tok), win, params, rng)
-                    mx.async_eval(step[0], step[2])
+                nxt = self._next(tok, win, params, rng) if ahead and (unread is not None or ahead_of_read) else None
                 if unread is not None:
                     unread.append(tok)
                     probs.append(q)
+                    if nxt is not None:
+                        step, win = nxt, nxt[3]
                     continue
-                tok, confidence = dev.read_pick(tok, confidence)  # the step's one read
-                if ahead:
-                    self._cached.append(tok)
+                tid, confidence = dev.read_pick(tok, confidence)  # the step's one read
                 probs.append(q)
-                tokens.append(tok)
+                tokens.append(tid)
                 if not ahead or confidence < self.min_confidence:
+                    if nxt is not None:
+                        self._cached.append(tid)  # fed ahead
                     break
+                step = nxt if nxt is not None else self._next(tok, win, params, rng)
+                win = step[3]
+                self._cached.append(tid)
             if unread:
                 tokens = ids(mx.stack(unread))
                 self._cached.extend(tokens[:-1])  # fed ahead
         return DraftTree.chain(tokens, probs)
+
+    def _next(self, tok: mx.array, win, params: SamplingParams, rng):
+        """The next draft step on a token still on the device, queued: (token, q,
+        confidence, its penalty window)."""
+        win = self._grow(win, tok, params)
+        step = self._pick(self._next_row(tok), win, params, rng)
+        mx.async_eval(step[0], step[2])
+        return (*step, win)
