@@ -145,10 +145,13 @@ class Governor:
         self._resize()
 
     def record_round(self, seconds: float, depth: int, kept: int, emitted: int,
-                     draft_seconds: float = 0.0, guessed: int = 0, free: bool = False) -> None:
+                     draft_seconds: float = 0.0, guessed: int = 0, free: bool = False,
+                     catch_up_seconds: float = 0.0) -> None:
         """A verified round: a draft `depth` deep whose kept path is `kept` long emitted
         `emitted` tokens in `seconds`, of which `draft_seconds` drafting `guessed`
-        tokens that cost a draft step (`free`: a draft of the branches alone)."""
+        tokens that cost a draft step (`free`: a draft of the branches alone). Of the
+        drafting, `catch_up_seconds` fed the drafter what plain steps emitted: counted
+        in the round's time, not in the cost of a draft step."""
         self._recent.append((seconds, emitted))
         missed = 1.0 if kept < depth else 0.0
         if free:
@@ -160,7 +163,7 @@ class Governor:
             self._kept = self._kept * _FORGET_ROUND + kept
             self._missed = self._missed * _FORGET_ROUND + missed
         if guessed > 0 and self.plain_step_s:
-            per = draft_seconds / guessed / self.plain_step_s
+            per = max(draft_seconds - catch_up_seconds, 0.0) / guessed / self.plain_step_s
             self.draft_cost = 0.7 * self.draft_cost + 0.3 * per
         self._judge()
         self._resize()

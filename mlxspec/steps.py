@@ -136,7 +136,7 @@ def verify_round(engine, seq, params, rng, gov, tree: DraftTree, t_draft: float,
         matched = own.matched(truth)
         depth = own.depth if matched < len(truth) else matched  # past what is known: no miss
     gov.record_round(time.perf_counter() - t0 + t_draft, depth, matched, len(path) + 1,
-                     t_draft, tree.guessed, free)
+                     t_draft, tree.guessed, free, engine.drafter.last_catch_up_s())
     if copy:  # the copies were verified too: their rate is measured in every round
         gov.record_copy(len(copy), DraftTree.chain(copy).matched(truth), len(truth))
     seq.extend(kept)

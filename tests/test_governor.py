@@ -150,6 +150,36 @@ def test_draft_cost_is_measured():
     assert gov.draft_cost == pytest.approx(0.4, rel=0.05)
 
 
+def test_a_draft_model_catching_up_is_not_a_draft_steps_cost():
+    """A round after plain steps spends part of its drafting feeding the draft model
+    what the plain steps emitted: the round's time holds it, the cost of a draft step
+    does not (control: counted as drafting, it doubles the measured step)."""
+    gov, control = calibrated(0.1), calibrated(0.1)
+    for _ in range(10):
+        gov.record_round(0.52, 3, 3, 4, draft_seconds=0.24, guessed=3, catch_up_seconds=0.12)
+        control.record_round(0.52, 3, 3, 4, draft_seconds=0.24, guessed=3)
+    assert gov.draft_cost == pytest.approx(0.4, rel=0.05)
+    assert control.draft_cost == pytest.approx(0.8, rel=0.05)
+
+
+def test_the_draft_model_feeds_plain_steps_tokens_apart_and_drafts_the_same():
+    model = tiny_model(V, layers=2, hidden=32, seed=0, scale=3.0)
+    params, rng = SamplingParams(), None
+    d = ModelDrafter(model, V, min_confidence=0.0)
+    d.reset([1, 2, 3], None)
+    first = d.propose(3, params, rng).tokens
+    assert d.last_catch_up_s() == 0.0  # the prompt was fed at reset
+    d.accept(first[:1], 9)
+    d.propose(2, params, rng)
+    assert d.last_catch_up_s() == 0.0  # a round's kept tokens and the target's: a draft step
+    d.extend([4, 5, 6, 7])  # plain steps
+    got = d.propose(3, params, rng).tokens
+    assert d.last_catch_up_s() > 0.0
+    fresh = ModelDrafter(model, V, min_confidence=0.0)
+    fresh.reset([1, 2, 3, first[0], 9, 4, 5, 6, 7], None)
+    assert got == fresh.propose(3, params, rng).tokens
+
+
 def test_costs_are_measured_at_every_size_and_cached(tmp_path):
     model = tiny_model(V, layers=2, hidden=32, seed=0)
     runner = TargetRunner(model)

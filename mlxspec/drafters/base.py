@@ -55,6 +55,11 @@ class Drafter:
         that learnt since its last measured rounds), once; None: nothing new."""
         return None
 
+    def last_catch_up_s(self) -> float:
+        """Seconds the last propose spent feeding tokens that came by plain steps (a
+        separate draft model catching up): paid once, not a cost per drafted token."""
+        return 0.0
+
     def end_reply(self, stats, seconds: float) -> None:
         """A reply ended (its SpecStats and seconds): a drafter that learns (adaptive.py)
         trains here, within a budget. Called by response.responses."""

@@ -55,6 +55,9 @@ class Composite(Drafter):
         for d in self.parts:
             d.end_reply(stats, seconds)
 
+    def last_catch_up_s(self) -> float:
+        return self.primary.last_catch_up_s() if self.primary is not None else 0.0
+
     def acceptance_hint(self):
         return self.primary.acceptance_hint() if self.primary is not None else None
 

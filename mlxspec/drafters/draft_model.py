@@ -1,6 +1,7 @@
 """The baseline drafter: a separate small model that shares the target's tokenizer."""
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Optional
 
@@ -31,6 +32,7 @@ class ModelDrafter(Drafter):
         self._runner: Optional[TargetRunner] = None
         self._seq: list[int] = []  # every token of the sequence
         self._cached: list[int] = []  # tokens whose KV is in the draft's cache
+        self._catch_up_s = 0.0
 
     def memory_bytes(self) -> int:
         from mlxspec.runtime.weights import param_bytes
@@ -63,6 +65,9 @@ class ModelDrafter(Drafter):
         except BaseException:
             self._runner = None
             raise
+
+    def last_catch_up_s(self) -> float:
+        return self._catch_up_s
 
     def extend(self, tokens: list[int]) -> None:
         self._seq.extend(int(t) for t in tokens)
@@ -121,7 +126,14 @@ class ModelDrafter(Drafter):
         overlaps, and a step built ahead of a stop would be a whole draft step wasted."""
         ahead_of_read = self.pipeline if self.pipeline is not None else mx.default_device() != mx.cpu
         with self._guard():
-            row = self._logits(self._sync())
+            todo = self._sync()
+            self._catch_up_s = 0.0
+            if len(todo) > 2:  # tokens of plain steps since the last draft: fed apart, timed apart
+                t0 = time.perf_counter()
+                mx.eval(self._logits(todo[:-1]))
+                self._catch_up_s = time.perf_counter() - t0
+                todo = todo[-1:]
+            row = self._logits(todo)
             win = self._window(params)
             step = self._pick(row, win, params, rng)
             tokens: list[int] = []

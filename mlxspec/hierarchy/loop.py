@@ -94,7 +94,8 @@ def _single_level(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     out = [tree.tokens[i] for i in path] + [nxt]
     engine.drafter.accept(out[:-1], nxt)
     dt = time.perf_counter() - t0
-    gov.record_round(dt + t_draft, tree.depth, len(path), len(out), t_draft, tree.guessed)
+    gov.record_round(dt + t_draft, tree.depth, len(path), len(out), t_draft, tree.guessed,
+                     catch_up_seconds=engine.drafter.last_catch_up_s())
     st.policy.single.add(len(out), dt + t_draft)
     _add(engine.verify_stats, single_level_rounds=1, single_s=dt + t_draft)
     seq.extend(out)
@@ -103,6 +104,7 @@ def _single_level(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
 
 def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]:
     levels, policy, drafter = st.levels, st.policy, engine.drafter
+    catch_up = drafter.last_catch_up_s()  # of the first draft (later ones in the round feed none)
     greedy = params.greedy
     room = getattr(engine, "_room", None) or len(tree) + 1
     k = max(1, tree.depth)
@@ -164,7 +166,7 @@ def _hierarchical(engine, st, seq, params, rng, gov, tree, t_draft) -> list[int]
     t_full = time.perf_counter() - t0
 
     total = t_draft + t_mid + t_full
-    gov.record_round(total, n, a, len(out), t_draft, guessed)
+    gov.record_round(total, n, a, len(out), t_draft, guessed, catch_up_seconds=catch_up)
     policy.record_full(n, a, t_draft + t_mid, t_full, engine.cost or flat_costs())
     policy.early.add(len(out), total)
     _add(engine.verify_stats, intermediate_checks=checks, intermediate_checked=checked, intermediate_rejected=rejected,
