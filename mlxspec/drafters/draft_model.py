@@ -55,7 +55,7 @@ class ModelDrafter(Drafter):
         if len(todo) < 2:
             return
         with self._guard():
-            mx.eval(self._logits(todo[:-1]))
+            self._feed(todo[:-1])
 
     @contextmanager
     def _guard(self):
@@ -85,6 +85,11 @@ class ModelDrafter(Drafter):
         return self._seq[keep:]
 
     # -- drafting ---------------------------------------------------------------------
+    def _feed(self, tokens: list[int]) -> None:
+        """Put `tokens` in the draft cache, evaluated, with no logits row."""
+        self._runner.prefill(tokens, logits=False)
+        self._cached.extend(tokens)
+
     def _logits(self, tokens: list[int]):
         """The draft's logits row (V,) after `tokens`, on the device."""
         if len(tokens) > 1:
@@ -130,7 +135,7 @@ class ModelDrafter(Drafter):
             self._catch_up_s = 0.0
             if len(todo) > 2:  # tokens of plain steps since the last draft: fed apart, timed apart
                 t0 = time.perf_counter()
-                mx.eval(self._logits(todo[:-1]))
+                self._feed(todo[:-1])
                 self._catch_up_s = time.perf_counter() - t0
                 todo = todo[-1:]
             row = self._logits(todo)

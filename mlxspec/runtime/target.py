@@ -64,8 +64,10 @@ class TargetRunner:
         tokens: list[int],
         chunk_size: int = 512,
         progress: Optional[Callable[[int, int], None]] = None,
-    ) -> mx.array:
-        """Feed `tokens` in chunks; return the logits (V,) after the last one."""
+        logits: bool = True,
+    ) -> Optional[mx.array]:
+        """Feed `tokens` in chunks; return the logits (V,) after the last one (`logits`
+        False: none, the cache evaluated; a drafter catching up needs no row)."""
         if not tokens:
             raise ValueError("prefill needs at least one token")
         done = 0
@@ -74,11 +76,14 @@ class TargetRunner:
             while done < len(tokens):
                 piece = tokens[done : done + chunk_size]
                 done += len(piece)
-                last = self._hidden_last(piece, project=done == len(tokens))
+                last = self._hidden_last(piece, project=logits and done == len(tokens))
                 if progress:
                     progress(done, len(tokens))
         finally:
             self.in_prefill = False
+        if not logits:
+            mx.eval(last)
+            return None
         return last
 
     def _hidden_last(self, tokens: list[int], project: bool = False) -> mx.array:
