@@ -389,7 +389,7 @@ def test_train_resume_is_identical_and_output_loads(tmp_path, feature):
 def test_new_learning_rate_reuses_the_teacher_features(tmp_path, monkeypatch):
     """Only the teacher-side settings (corpus, exit layer, windows) force the expensive
     teacher pass again; a new learning rate trains a new head on the stored features."""
-    from mlxspec.training import train as train_mod
+    from mlxspec.training import teacher as teacher_mod
     from mlxspec.training.train import TrainSettings, train
 
     model = tiny_model(V, layers=4, hidden=32, seed=11)
@@ -402,8 +402,8 @@ def test_new_learning_rate_reuses_the_teacher_features(tmp_path, monkeypatch):
 
     assert train(model, tok, tmp_path, settings(3e-3), progress=False, stop_after=1) is None
     calls = []
-    real_call = train_mod.Teacher.__call__
-    monkeypatch.setattr(train_mod.Teacher, "__call__", lambda self, x: calls.append(x.shape) or real_call(self, x))
+    real_call = teacher_mod.Teacher.__call__
+    monkeypatch.setattr(teacher_mod.Teacher, "__call__", lambda self, x: calls.append(x.shape) or real_call(self, x))
     res = train(model, tok, tmp_path, settings(1e-3), progress=False)
     assert res is not None and res.steps == 4 and res.settings["lr"] == 1e-3
     eval_batches = 1  # 4 eval windows in one batch of 8: the only teacher pass left
