@@ -71,6 +71,7 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
     import time
 
     from mlxspec.head.linear import LINEAR
+    from mlxspec.runtime.exit_tap import over_cache, to_final
     from mlxspec.runtime.layered import LayeredModel
 
     trainer = adapter.trainer
@@ -84,9 +85,8 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
     tokens = rows = 0
     for ids in docs:
         for w in windows(ids, window):
-            h_k, hn, states = _run(lm, w, k, exit.layers if exit is not None else ())
-            if states:
-                exit.observe(states, hn, prompt=True)
+            h_k = lm.run_layers(lm.embed(mx.array(w)[None]), 0, k, None)
+            hn = to_final(lm, h_k, k, exit, over_cache(lm, None), prompt=True)  # the exit observes
             # row t: (h_k at t, hn at t-1) -> hn at t; the window's first position has no t-1
             trainer.fold(h_k[0, 1:], hn[0, :-1], hn[0, 1:], weight)
             if adapter.buffer.counts is not None:
@@ -102,17 +102,3 @@ def learn_from_texts(adapter, docs: Iterable[Sequence[int]], weight: float = TEX
         adapter.save()
     return {"tokens": tokens, "rows": rows, "seconds": round(time.perf_counter() - t0, 2)}
 
-
-def _run(lm, ids: Sequence[int], k: int, taps: Sequence[int]):
-    """(layer-k state, final normalised state, {m: layer-m state for m in taps}) of one
-    window, the layers run once in segments."""
-    h = lm.embed(mx.array(ids)[None])
-    states, h_k, at = {}, None, 0
-    for stop in sorted({k, *taps, lm.num_layers}):
-        h = lm.run_layers(h, at, stop, None)
-        at = stop
-        if stop == k:
-            h_k = h
-        if stop in taps:
-            states[stop] = h
-    return h_k, lm.norm(h), states
