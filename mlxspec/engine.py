@@ -23,7 +23,7 @@ from mlxspec import costs, relaxed, steps
 from mlxspec.call_checks import MAX_NUM_DRAFT, MAX_TOKENS_LIMIT, check_call  # noqa: F401 (the CLI's limits)
 from mlxspec.drafters.base import Drafter
 from mlxspec.errors import InvalidParameterError
-from mlxspec.governor import Governor
+from mlxspec.governor import Governor, first_draft_cost
 from mlxspec.prompting import encode_chat
 from mlxspec.runtime import host
 from mlxspec.runtime.target import TargetRunner
@@ -302,7 +302,8 @@ class Engine:
         gov = self._governors.get((k0, greedy))
         if gov is None:
             max_k = 2 * k0 + 2 if self.adaptive else k0
+            d = first_draft_cost(self._governors.values(), self.drafter, self.model)
             gov = self._governors[(k0, greedy)] = Governor(max_k, self.cost, self.plain_step_s,
-                                                           adaptive=self.adaptive)
+                                                           adaptive=self.adaptive, draft_cost=d)
         gov.new_call()
         return gov

@@ -4,7 +4,8 @@ The cost model is the time of one target forward of n tokens relative to one tok
 measured on the machine it runs on (costs.py). With a per-position acceptance estimate
 a (how often a drafted position survives verification, measured round by round and
 forgetting old rounds) a draft of depth k is expected to emit E(k) = 1 + a + ... + a^k
-tokens for c(k + 1) target steps plus k draft steps of measured cost d. The next draft
+tokens for c(k + 1) target steps plus k draft steps of measured cost d (until measured,
+what the drafter expects: a draft model's bytes over the target's). The next draft
 gets the depth that maximises E(k) / (c(k + 1) + k d); when even that does not beat a
 plain step, the next step is plain. Where n tokens cost n times one (quantized matmuls
 on a CPU) no draft can win and speculation never starts.
@@ -41,14 +42,14 @@ _PAUSE_MIN, _PAUSE_MAX = 16, 256
 _PRIOR_ACCEPT, _PRIOR_WEIGHT = 0.7, 2.0  # optimistic enough to try a new drafter
 _FORGET_ROUND = 0.85  # weight of the past per verified round
 _FORGET_PLAIN = 0.97  # ... per plain step (drifts back to the prior: a probe)
-_DRAFT_COST_PRIOR = 0.05  # draft step / target step, until measured
+_DRAFT_COST_PRIOR = 0.05  # draft step / target step, until measured (or hinted by the drafter)
 _HINT_WEIGHT = 8.0  # a drafter's own estimate counts as this many measured rounds
 _NEW_TEXT_WEIGHT = 4.0  # at a new reply, earlier replies count as at most this many positions
 
 
 class Governor:
     def __init__(self, max_draft: int, cost: Optional[CostModel] = None, plain_step_s: Optional[float] = None,
-                 adaptive: bool = True):
+                 adaptive: bool = True, draft_cost: Optional[float] = None):
         self.max_k = max(1, int(max_draft))
         self.cost = cost or CostModel.default()
         self.adaptive = adaptive
@@ -57,7 +58,8 @@ class Governor:
         self._kept = 0.0  # decayed counts of drafted positions kept / first rejections
         self._missed = 0.0
         self._free = [0.0, 0.0]  # the same for drafts of copied tokens alone (free rounds)
-        self.draft_cost = _DRAFT_COST_PRIOR
+        self.draft_cost = _DRAFT_COST_PRIOR if draft_cost is None else max(float(draft_cost), 0.0)
+        self.draft_cost_measured = False  # a round with draft steps was timed
         self._recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) of recent rounds
         self._pause_left = 0
         self._pause_len = _PAUSE_MIN
@@ -165,6 +167,7 @@ class Governor:
         if guessed > 0 and self.plain_step_s:
             per = max(draft_seconds - catch_up_seconds, 0.0) / guessed / self.plain_step_s
             self.draft_cost = 0.7 * self.draft_cost + 0.3 * per
+            self.draft_cost_measured = True
         self._judge()
         self._resize()
 
@@ -217,6 +220,20 @@ class Governor:
         if self.plain_step_s is None or self.paused:
             return 0
         return self.k
+
+
+def first_draft_cost(others, drafter, target) -> Optional[float]:
+    """A new governor's first estimate of a draft step's cost, in target steps: what
+    another governor of the engine measured (the same drafter at another length or in
+    the other mode), else the drafter's own estimate, else None (the prior)."""
+    measured = [g.draft_cost for g in others if g.draft_cost_measured]
+    if measured:
+        return measured[-1]
+    if drafter is None:
+        return None
+    from mlxspec.runtime.weights import param_bytes
+
+    return drafter.step_cost_hint(param_bytes(target))
 
 
 def _lighter(kept: float, missed: float) -> tuple[float, float]:

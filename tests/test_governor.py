@@ -509,3 +509,30 @@ def test_a_new_prompt_is_fed_to_the_draft_model_as_the_reply_starts(monkeypatch)
     later = prompt + list(tree.tokens[:1]) + [20, 21, 22]  # a later turn: one draft kept, new tokens
     drafter.reset(later, None)
     assert drafter._runner.length == len(later) - 1 and drafter._cached == later[:-1]
+
+
+def test_a_new_governor_starts_from_the_draft_models_size_then_from_what_was_measured():
+    """A draft model's first draft is sized by its step's likely cost (its bytes over the
+    target's: one decoding step reads every weight once), not the cheap prior that suits a
+    head: with a 0.5B beside a 1.5B the prior drafts 8 deep on a first reply. A governor
+    made later (sampling after greedy) starts from what the engine's first one measured.
+    Control: without the hint the first depth is the prior's, deeper."""
+    target = tiny_model(V, layers=3, hidden=64, seed=3)
+    small = tiny_model(V, layers=1, hidden=64, seed=4)
+    drafter = ModelDrafter(small, V)
+    from mlxspec.runtime.weights import param_bytes
+
+    ratio = param_bytes(small) / param_bytes(target)
+    assert 0.2 < ratio < 0.6 and drafter.step_cost_hint(param_bytes(target)) == pytest.approx(ratio)
+    assert Drafter.step_cost_hint(drafter, 1) is None  # the base: no guess
+
+    engine = Engine(target, CharTokenizer(V), drafter, num_draft=3)
+    engine.cost, engine.plain_step_s = CPU_FLOAT, 0.1
+    gov = engine._governor_for(3, True)
+    assert gov.draft_cost == pytest.approx(ratio) and not gov.draft_cost_measured
+    prior = Governor(gov.max_k, CPU_FLOAT, 0.1)
+    assert gov.plan() < prior.plan()  # the 0.05 prior drafts deeper
+    gov.record_round(0.3, 2, 2, 3, draft_seconds=0.02, guessed=2)  # a step measured at 0.1 of the target's
+    assert gov.draft_cost_measured
+    sampled = engine._governor_for(3, False)
+    assert sampled.draft_cost == pytest.approx(gov.draft_cost)

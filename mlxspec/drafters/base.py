@@ -55,6 +55,11 @@ class Drafter:
         that learnt since its last measured rounds), once; None: nothing new."""
         return None
 
+    def step_cost_hint(self, target_bytes: int) -> Optional[float]:
+        """The cost of one draft step relative to one target step, as a first guess until
+        a step is timed; None: no better guess than the governor's prior."""
+        return None
+
     def last_catch_up_s(self) -> float:
         """Seconds the last propose spent feeding tokens that came by plain steps (a
         separate draft model catching up): paid once, not a cost per drafted token."""

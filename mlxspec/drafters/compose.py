@@ -58,6 +58,9 @@ class Composite(Drafter):
     def last_catch_up_s(self) -> float:
         return self.primary.last_catch_up_s() if self.primary is not None else 0.0
 
+    def step_cost_hint(self, target_bytes: int):
+        return self.primary.step_cost_hint(target_bytes) if self.primary is not None else None
+
     def acceptance_hint(self):
         return self.primary.acceptance_hint() if self.primary is not None else None
 

@@ -39,6 +39,10 @@ class ModelDrafter(Drafter):
 
         return param_bytes(self.model)
 
+    def step_cost_hint(self, target_bytes: int) -> Optional[float]:
+        # Decoding one token reads every weight once on any device: the bytes' ratio.
+        return self.memory_bytes() / target_bytes if target_bytes > 0 else None
+
     # -- sequence bookkeeping --------------------------------------------------------
     def reset(self, tokens: list[int], runner=None) -> None:
         if self._runner is None:
