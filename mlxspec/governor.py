@@ -43,6 +43,7 @@ _PRIOR_ACCEPT, _PRIOR_WEIGHT = 0.7, 2.0  # optimistic enough to try a new drafte
 _FORGET_ROUND = 0.85  # weight of the past per verified round
 _FORGET_PLAIN = 0.97  # ... per plain step (drifts back to the prior: a probe)
 _DRAFT_COST_PRIOR = 0.05  # draft step / target step, until measured (or hinted by the drafter)
+_FIRST_COST_MAX = 0.5  # a drafter's own estimate is capped here so a first draft is still tried and timed
 _HINT_WEIGHT = 8.0  # a drafter's own estimate counts as this many measured rounds
 _NEW_TEXT_WEIGHT = 4.0  # at a new reply, earlier replies count as at most this many positions
 
@@ -225,7 +226,8 @@ class Governor:
 def first_draft_cost(others, drafter, target) -> Optional[float]:
     """A new governor's first estimate of a draft step's cost, in target steps: what
     another governor of the engine measured (the same drafter at another length or in
-    the other mode), else the drafter's own estimate, else None (the prior)."""
+    the other mode), else the drafter's own estimate (capped: a guess must not stop the
+    governor from ever timing a step), else None (the prior)."""
     measured = [g.draft_cost for g in others if g.draft_cost_measured]
     if measured:
         return measured[-1]
@@ -233,7 +235,8 @@ def first_draft_cost(others, drafter, target) -> Optional[float]:
         return None
     from mlxspec.runtime.weights import param_bytes
 
-    return drafter.step_cost_hint(param_bytes(target))
+    hint = drafter.step_cost_hint(param_bytes(target))
+    return None if hint is None else min(hint, _FIRST_COST_MAX)
 
 
 def _lighter(kept: float, missed: float) -> tuple[float, float]:

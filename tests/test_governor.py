@@ -536,3 +536,7 @@ def test_a_new_governor_starts_from_the_draft_models_size_then_from_what_was_mea
     assert gov.draft_cost_measured
     sampled = engine._governor_for(3, False)
     assert sampled.draft_cost == pytest.approx(gov.draft_cost)
+    same_size = Engine(target, CharTokenizer(V), ModelDrafter(target, V), num_draft=3)
+    same_size.cost, same_size.plain_step_s = CPU_FLOAT, 0.1
+    first = same_size._governor_for(3, True)  # a guess of 1.0 would never draft, so never time a step
+    assert first.draft_cost == 0.5 and first.plan() > 0
