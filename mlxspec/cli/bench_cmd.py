@@ -135,6 +135,7 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
     if overhead:
         return _overhead(shapes, dtypes, max_tokens, reps, json_path)
     from mlxspec import loading
+    from mlxspec.bench import per_prompt
     from mlxspec.bench.prompts import load_prompts
     from mlxspec.bench.runner import format_table, run_once, summarize
     from mlxspec.cli.doctor_cmd import machine_info, measure_gflops
@@ -194,11 +195,16 @@ def bench(model, draft, only, prompt_set, max_tokens, reps, warmup, temps, top_p
               f"({info['matmul_gflops_f32_1024']} GFLOP/s)")
     click.echo(header)
     click.echo(format_table(rows, "mlx-lm plain"))
+    by_prompt = per_prompt.ratios(runs)
+    if len(prompts) > 1 or reps > 1:
+        click.echo(per_prompt.format_ratios(by_prompt, [m.name for m in methods]))
     if json_path:
         doc = {"header": header, "machine": info, "settings": dict(
             model=target.name, prompts=prompt_set, prompt_names=list(prompts), max_tokens=max_tokens,
             reps=reps, temps=temp_list, top_p=top_p, num_draft=num_draft),
-            "rows": [dataclasses.asdict(r) for r in rows], "runs": [dataclasses.asdict(r) for r in runs]}
+            "rows": [dataclasses.asdict(r) for r in rows], "runs": [dataclasses.asdict(r) for r in runs],
+            "per_prompt": [dict(temp=t, prompt=p, method=m, mean=c[0], lowest=c[1])
+                           for (t, p), cells in by_prompt.items() for m, c in cells.items()]}
         _atomic_write(json_path, json.dumps(doc, indent=1))
     if csv_path:
         _atomic_write(csv_path, _csv(rows))
