@@ -5,7 +5,8 @@ measured on the machine it runs on (costs.py). With a per-position acceptance es
 a (how often a drafted position survives verification, measured round by round and
 forgetting old rounds) a draft of depth k is expected to emit E(k) = 1 + a + ... + a^k
 tokens for c(k + 1) target steps plus k draft steps of measured cost d (until measured,
-what the drafter expects: a draft model's bytes over the target's). The next draft
+what another governor of the engine measured, else the drafter's own guess: a draft
+model's bytes over the target's; first_draft_cost). The next draft
 gets the depth that maximises E(k) / (c(k + 1) + k d); when even that does not beat a
 plain step, the next step is plain. Where n tokens cost n times one (quantized matmuls
 on a CPU) no draft can win and speculation never starts.
