@@ -20,11 +20,16 @@ copies did) or its own k-deep draft with the copies merged in (k draft steps, a 
 verification); the faster by the same model wins, so a long, trusted copy skips the
 draft model's steps. In greedy decoding the two are measured apart in every round that
 verifies both (steps.py): the drafter's own guesses on its own tree, the copies on the
-longest copy, so neither is credited with what the other got right.
+longest copy, so neither is credited with what the other got right. Copies take the
+drafter's place only on evidence (their estimate without the optimistic prior): they
+are measured for free in every merged round, and an optimistic guess would hand
+rounds to copies that prose and answers reject.
 
 Behind the model, a measured check: over its last rounds speculation must keep up with
 a plain step (every token a round emitted counted); when it does not it is paused for a
-while (longer each time it keeps losing), then probed again. While speculation is not
+while (longer each time it keeps losing), then probed again. Rounds of copies alone are
+judged and paused apart from the drafter's own, so copies that lose do not stop a draft
+model that pays, nor the reverse. While speculation is not
 used (plain steps, or rounds of copies alone) the acceptance estimate of the drafter's
 own guesses relaxes towards its prior, so a changed text is probed; at a new reply what
 earlier replies taught weighs little, so the reply's own first rounds set its depth.
@@ -62,9 +67,7 @@ class Governor:
         self._free = [0.0, 0.0]  # the same for drafts of copied tokens alone (free rounds)
         self.draft_cost = _DRAFT_COST_PRIOR if draft_cost is None else max(float(draft_cost), 0.0)
         self.draft_cost_measured = False  # a round with draft steps was timed
-        self._recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) of recent rounds
-        self._pause_left = 0
-        self._pause_len = _PAUSE_MIN
+        self._own_check, self._free_check = _Check(), _Check()  # rounds with the drafter's guesses / copies alone
         self.k = self._best_depth()[0] if adaptive else self.max_k
 
     def new_call(self) -> None:
@@ -73,8 +76,8 @@ class Governor:
         judged another text. The acceptance learnt on earlier replies is kept but
         weighs little, so this reply's first rounds decide (code then sampled prose
         would otherwise draft long chains into a text that rejects them)."""
-        self._pause_left = 0
-        self._recent.clear()
+        self._own_check.new_text()
+        self._free_check.new_text()
         self._kept, self._missed = _lighter(self._kept, self._missed)
         self._free = list(_lighter(*self._free))
         self._resize()
@@ -96,8 +99,14 @@ class Governor:
     def free_acceptance(self) -> float:
         return _estimate(*self._free)
 
-    def expected_tokens(self, depth: int, free: bool = False) -> float:
-        a = self.free_acceptance if free else self.acceptance
+    @property
+    def proven_free_acceptance(self) -> float:
+        """The copies' estimate from evidence alone (no optimistic prior)."""
+        return _estimate(*self._free, prior=0.0)
+
+    def expected_tokens(self, depth: int, free: bool = False, a: Optional[float] = None) -> float:
+        if a is None:
+            a = self.free_acceptance if free else self.acceptance
         return sum(a ** i for i in range(depth + 1))
 
     def _best_depth(self) -> tuple[int, float]:
@@ -121,24 +130,24 @@ class Governor:
     def copies_pay_more(self, copy_depth: int, k: int) -> bool:
         """Whether a draft of copied tokens alone, `copy_depth` deep, is expected to emit
         faster than the drafter's own k-deep draft with the copies merged in (which pays
-        k draft steps and verifies both)."""
+        k draft steps and verifies both), judged on what copies were measured to keep."""
         if not self.adaptive or copy_depth <= 0:
             return False
-        free = self.expected_tokens(copy_depth, free=True)
+        free = self.expected_tokens(copy_depth, a=self.proven_free_acceptance)
         both = max(free, self.expected_tokens(k))
         return free / self.cost.ratio(copy_depth + 1) >= \
             both / (self.cost.ratio(k + copy_depth + 1) + k * self.draft_cost)
 
     @property
     def free_drafts_allowed(self) -> bool:
-        """Copies may be offered while plan() is 0 because the drafter's own guesses do
-        not pay, not while speculation is paused for measured losses."""
-        return self.adaptive and self.plain_step_s is not None and not self.paused
+        """Copies may be offered (alone) unless rounds of copies alone are paused for
+        measured losses."""
+        return self.adaptive and self.plain_step_s is not None and not self._free_check.paused
 
     # -- measurements --------------------------------------------------------------
     def record_plain(self, seconds: float) -> None:
-        if self._pause_left > 0:
-            self._pause_left -= 1
+        self._own_check.tick(1)
+        self._free_check.tick(1)
         self._relax_own(_FORGET_PLAIN)
         self._free = [v * _FORGET_PLAIN for v in self._free]
         self._plain_recent.append(seconds)
@@ -156,7 +165,9 @@ class Governor:
         tokens that cost a draft step (`free`: a draft of the branches alone). Of the
         drafting, `catch_up_seconds` fed the drafter what plain steps emitted: counted
         in the round's time, not in the cost of a draft step."""
-        self._recent.append((seconds, emitted))
+        mine, other = (self._free_check, self._own_check) if free else (self._own_check, self._free_check)
+        other.tick(emitted)  # a pause lasts so many tokens, whatever emitted them
+        mine.recent.append((seconds, emitted))
         missed = 1.0 if kept < depth else 0.0
         if free:
             self._fold_free(kept, missed)
@@ -170,7 +181,8 @@ class Governor:
             per = max(draft_seconds - catch_up_seconds, 0.0) / guessed / self.plain_step_s
             self.draft_cost = 0.7 * self.draft_cost + 0.3 * per
             self.draft_cost_measured = True
-        self._judge()
+        if self.adaptive and self.plain_step_s is not None:
+            mine.judge(self.plain_step_s)
         self._resize()
 
     def record_copy(self, depth: int, kept: int, known: int) -> None:
@@ -199,21 +211,11 @@ class Governor:
         if self.adaptive:
             self.k = self._best_depth()[0]
 
-    def _judge(self) -> None:
-        if not self.adaptive or self.plain_step_s is None or len(self._recent) < _MIN_ROUNDS:
-            return
-        spec_rate = sum(t for _, t in self._recent) / max(sum(s for s, _ in self._recent), 1e-9)
-        if spec_rate < _MARGIN / self.plain_step_s:
-            self._pause_left = self._pause_len
-            self._pause_len = min(2 * self._pause_len, _PAUSE_MAX)
-            self._recent.clear()
-        else:
-            self._pause_len = _PAUSE_MIN
-
     # -- decisions -----------------------------------------------------------------
     @property
     def paused(self) -> bool:
-        return self._pause_left > 0
+        """Speculation with the drafter's own guesses is paused for measured losses."""
+        return self._own_check.paused
 
     def plan(self) -> int:
         """Depth cap of the next draft; 0: take a plain step."""
@@ -240,6 +242,39 @@ def first_draft_cost(others, drafter, target) -> Optional[float]:
     return None if hint is None else min(hint, _FIRST_COST_MAX)
 
 
+class _Check:
+    """The measured check of one kind of round: its recent rounds against a plain step,
+    and the pause (in tokens) it earns when it loses."""
+
+    def __init__(self):
+        self.recent: deque = deque(maxlen=_WINDOW)  # (seconds, tokens) of recent rounds
+        self.pause_left = 0
+        self.pause_len = _PAUSE_MIN
+
+    @property
+    def paused(self) -> bool:
+        return self.pause_left > 0
+
+    def tick(self, tokens: int) -> None:
+        self.pause_left = max(0, self.pause_left - tokens)
+
+    def new_text(self) -> None:
+        """A pause judged another text; how long the next one lasts carries over."""
+        self.pause_left = 0
+        self.recent.clear()
+
+    def judge(self, plain_step_s: float) -> None:
+        if len(self.recent) < _MIN_ROUNDS:
+            return
+        rate = sum(t for _, t in self.recent) / max(sum(s for s, _ in self.recent), 1e-9)
+        if rate < _MARGIN / plain_step_s:
+            self.pause_left = self.pause_len
+            self.pause_len = min(2 * self.pause_len, _PAUSE_MAX)
+            self.recent.clear()
+        else:
+            self.pause_len = _PAUSE_MIN
+
+
 def _lighter(kept: float, missed: float) -> tuple[float, float]:
     """The same estimate from at most _NEW_TEXT_WEIGHT positions of evidence."""
     total = kept + missed
@@ -248,6 +283,7 @@ def _lighter(kept: float, missed: float) -> tuple[float, float]:
     return kept * _NEW_TEXT_WEIGHT / total, missed * _NEW_TEXT_WEIGHT / total
 
 
-def _estimate(kept: float, missed: float) -> float:
-    """Per-position acceptance from decayed counts, drawn towards an optimistic prior."""
-    return (_PRIOR_ACCEPT * _PRIOR_WEIGHT + kept) / (_PRIOR_WEIGHT + kept + missed)
+def _estimate(kept: float, missed: float, prior: float = _PRIOR_ACCEPT) -> float:
+    """Per-position acceptance from decayed counts, drawn towards a prior (optimistic
+    by default, so that a new drafter is tried)."""
+    return (prior * _PRIOR_WEIGHT + kept) / (_PRIOR_WEIGHT + kept + missed)
