@@ -20,19 +20,16 @@ copies did) or its own k-deep draft with the copies merged in (k draft steps, a 
 verification); the faster by the same model wins, so a long, trusted copy skips the
 draft model's steps. In greedy decoding the two are measured apart in every round that
 verifies both (steps.py): the drafter's own guesses on its own tree, the copies on the
-longest copy, so neither is credited with what the other got right. Copies take the
-drafter's place only on evidence (their estimate without the optimistic prior): they
-are measured for free in every merged round, and an optimistic guess would hand
-rounds to copies that prose and answers reject.
+longest copy, so neither is credited with what the other got right.
 
 Behind the model, a measured check: over its last rounds speculation must keep up with
 a plain step (every token a round emitted counted); when it does not it is paused for a
 while (longer each time it keeps losing), then probed again. Rounds of copies alone are
 judged and paused apart from the drafter's own, so copies that lose do not stop a draft
-model that pays, nor the reverse. While speculation is not
-used (plain steps, or rounds of copies alone) the acceptance estimate of the drafter's
-own guesses relaxes towards its prior, so a changed text is probed; at a new reply what
-earlier replies taught weighs little, so the reply's own first rounds set its depth.
+model that pays, nor the reverse. While speculation is not used (plain steps, or rounds
+of copies alone) the acceptance estimate of the drafter's own guesses relaxes towards
+its prior, so a changed text is probed; at a new reply what earlier replies taught
+weighs little, so the reply's own first rounds set its depth.
 """
 from __future__ import annotations
 
@@ -99,14 +96,8 @@ class Governor:
     def free_acceptance(self) -> float:
         return _estimate(*self._free)
 
-    @property
-    def proven_free_acceptance(self) -> float:
-        """The copies' estimate from evidence alone (no optimistic prior)."""
-        return _estimate(*self._free, prior=0.0)
-
-    def expected_tokens(self, depth: int, free: bool = False, a: Optional[float] = None) -> float:
-        if a is None:
-            a = self.free_acceptance if free else self.acceptance
+    def expected_tokens(self, depth: int, free: bool = False) -> float:
+        a = self.free_acceptance if free else self.acceptance
         return sum(a ** i for i in range(depth + 1))
 
     def _best_depth(self) -> tuple[int, float]:
@@ -130,10 +121,10 @@ class Governor:
     def copies_pay_more(self, copy_depth: int, k: int) -> bool:
         """Whether a draft of copied tokens alone, `copy_depth` deep, is expected to emit
         faster than the drafter's own k-deep draft with the copies merged in (which pays
-        k draft steps and verifies both), judged on what copies were measured to keep."""
+        k draft steps and verifies both)."""
         if not self.adaptive or copy_depth <= 0:
             return False
-        free = self.expected_tokens(copy_depth, a=self.proven_free_acceptance)
+        free = self.expected_tokens(copy_depth, free=True)
         both = max(free, self.expected_tokens(k))
         return free / self.cost.ratio(copy_depth + 1) >= \
             both / (self.cost.ratio(k + copy_depth + 1) + k * self.draft_cost)
@@ -283,7 +274,6 @@ def _lighter(kept: float, missed: float) -> tuple[float, float]:
     return kept * _NEW_TEXT_WEIGHT / total, missed * _NEW_TEXT_WEIGHT / total
 
 
-def _estimate(kept: float, missed: float, prior: float = _PRIOR_ACCEPT) -> float:
-    """Per-position acceptance from decayed counts, drawn towards a prior (optimistic
-    by default, so that a new drafter is tried)."""
-    return (prior * _PRIOR_WEIGHT + kept) / (_PRIOR_WEIGHT + kept + missed)
+def _estimate(kept: float, missed: float) -> float:
+    """Per-position acceptance from decayed counts, drawn towards an optimistic prior."""
+    return (_PRIOR_ACCEPT * _PRIOR_WEIGHT + kept) / (_PRIOR_WEIGHT + kept + missed)

@@ -395,31 +395,6 @@ def test_copies_pay_more_when_long_and_trusted():
     assert not gov.copies_pay_more(1, gov.plan())
 
 
-def test_copies_take_the_drafters_place_only_on_evidence(monkeypatch):
-    """Copies are measured for free beside the drafter's own guesses, so they replace
-    them only once measured to be kept. Control: judged with the optimistic prior, as
-    a drafter never tried is, copies nobody measured would skip a drafter that pays
-    (prose and answers, where lookup's copies are rejected, lost rounds that way)."""
-    gov = calibrated(0.1)
-    gov._kept, gov._missed = 14.0, 6.0  # the drafter's own guesses: 70% kept
-    gov.draft_cost = 0.3
-    gov._resize()
-    k = gov.plan()
-    assert k > 0
-    assert not gov.copies_pay_more(5, k)  # nothing measured of the copies yet
-    for _ in range(4):  # merged rounds: the copies held what the target said
-        gov.record_copy(5, 5, 6)
-    assert gov.copies_pay_more(5, gov.plan())
-    for _ in range(12):  # then the text changed: rejected at once
-        gov.record_copy(5, 0, 6)
-    assert not gov.copies_pay_more(5, gov.plan())
-    fresh = calibrated(0.1)
-    fresh._kept, fresh._missed, fresh.draft_cost = 14.0, 6.0, 0.3
-    fresh._resize()
-    monkeypatch.setattr(Governor, "proven_free_acceptance", property(lambda self: self.free_acceptance))
-    assert fresh.copies_pay_more(5, fresh.plan())  # the control: the prior alone would choose copies
-
-
 def test_copies_that_lose_are_paused_apart_from_the_drafter():
     """Rounds of copies alone and rounds of the drafter's own guesses are each judged
     on their own: copies that lose pause copies, not a drafter that pays; a drafter
