@@ -22,8 +22,10 @@ def tiny_engine(monkeypatch):
     def fake_load(model=None, draft="auto", **kw):
         calls["model"], calls["draft"] = model, draft
         drafter = None if draft == "none" else ModelDrafter(perturbed_copy(target, 0.02), V)
+        # a fixed draft length: the governor's choices follow timings, and these tests
+        # are about the CLI (the JSON test needs rounds that keep and rounds that reject)
         return Engine(target, CharTokenizer(V), drafter, model_name="tiny", draft_name="d",
-                      max_context=64)
+                      max_context=64, adaptive=False)
 
     monkeypatch.setattr(mlxspec.api, "load", fake_load)
     return calls
